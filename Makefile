@@ -1,0 +1,78 @@
+# loom: build, test, bench, install, sanitizer builds.
+LUA        ?= lua5.4
+LUA_VERSION = 5.4
+PKG_CONFIG ?= pkg-config
+LUA_INCDIR ?= $(shell $(PKG_CONFIG) --variable=includedir lua$(LUA_VERSION) 2>/dev/null || echo /usr/include)/lua$(LUA_VERSION)
+BUSTED     ?= busted
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+LUA_LIBDIR_INSTALL ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+
+CC      ?= cc
+OPT     ?= -O2 -g
+WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+CFLAGS  ?= $(OPT)
+ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(CFLAGS) $(WARN) -fPIC -pthread \
+             -fvisibility=hidden -I$(LUA_INCDIR) -Icsrc
+LIBFLAG ?= -shared
+LDFLAGS ?=
+
+SRCS = $(wildcard csrc/*.c)
+HDRS = $(wildcard csrc/*.h)
+BUILD ?= build
+OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
+SO   = $(BUILD)/loom/core.so
+
+.PHONY: all test asan tsan bench install uninstall clean examples demo valgrind
+
+all: $(SO)
+
+$(BUILD)/obj/%.o: csrc/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(SO): $(OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) $(ALL_CFLAGS) $(OBJS) -o $@ $(LDFLAGS)
+
+# Runs the whole spec suite against $(BUILD).
+test: $(SO)
+	LOOM_BUILD=$(BUILD) $(LUA) spec/run.lua
+
+demo: $(SO)
+	LOOM_BUILD=$(BUILD) $(LUA) examples/run_all.lua
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  LDFLAGS="-fsanitize=address,undefined" build-asan/loom/core.so
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  LOOM_BUILD=build-asan $(LUA) spec/run.lua
+
+tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
+	  build-tsan/loom/core.so
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 report_signal_unsafe=0" \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" \
+	  LOOM_BUILD=build-tsan LOOM_SANITIZER=tsan $(LUA) spec/run.lua
+
+bench: $(SO)
+	LOOM_BUILD=$(BUILD) $(LUA) bench/run.lua
+
+valgrind: $(SO)
+	LOOM_BUILD=$(BUILD) sh examples/valgrind.sh
+
+install: $(SO)
+	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom
+	install -m 755 $(SO) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom/core.so
+	install -m 644 lua/loom/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom/
+	install -d $(DESTDIR)$(PREFIX)/include
+	install -m 644 csrc/loom.h $(DESTDIR)$(PREFIX)/include/loom.h
+
+uninstall:
+	rm -rf $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom \
+	  $(DESTDIR)$(PREFIX)/include/loom.h
+
+clean:
+	rm -rf build build-asan build-tsan

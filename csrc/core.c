@@ -1,0 +1,70 @@
+/*
+** core.c: luaopen_loom_core, and the host configuration of loom.h.
+**
+** Owns: the host settings (hook, stack size, default workers), guarded by
+** config_mu, which is only ever taken alone.
+*/
+#include "loom_internal.h"
+
+static pthread_mutex_t config_mu = PTHREAD_MUTEX_INITIALIZER;
+static loom_state_hook config_hook_fn;
+static void *config_hook_ud;
+static size_t config_stack;
+static int config_workers;
+
+void loom_set_state_hook(loom_state_hook fn, void *ud) {
+  pthread_mutex_lock(&config_mu);
+  config_hook_fn = fn;
+  config_hook_ud = ud;
+  pthread_mutex_unlock(&config_mu);
+}
+
+void loom_set_stack_size(size_t bytes) {
+  pthread_mutex_lock(&config_mu);
+  config_stack = bytes;
+  pthread_mutex_unlock(&config_mu);
+}
+
+void loom_set_default_workers(int n) {
+  pthread_mutex_lock(&config_mu);
+  config_workers = n > 0 ? n : 0;
+  pthread_mutex_unlock(&config_mu);
+}
+
+void loom__config_hook(loom_state_hook *fn, void **ud) {
+  pthread_mutex_lock(&config_mu);
+  *fn = config_hook_fn;
+  *ud = config_hook_ud;
+  pthread_mutex_unlock(&config_mu);
+}
+
+size_t loom__config_stack_size(void) {
+  pthread_mutex_lock(&config_mu);
+  size_t n = config_stack;
+  pthread_mutex_unlock(&config_mu);
+  return n;
+}
+
+int loom__config_default_workers(void) {
+  pthread_mutex_lock(&config_mu);
+  int n = config_workers;
+  pthread_mutex_unlock(&config_mu);
+  return n;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, loom__now());
+  return 1;
+}
+
+LOOM_API int luaopen_loom_core(lua_State *L) {
+  luaL_checkversion(L);
+  lua_newtable(L);
+  loom__open_error(L);
+  loom__open_thread(L);
+  lua_pushcfunction(L, l_now);
+  lua_setfield(L, -2, "now");
+  lua_pushliteral(L, LOOM_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

@@ -1,0 +1,218 @@
+/*
+** loom_internal.h: what the files of loom's C core share with each other.
+** Nothing here is exported from the module (visibility hidden); internal
+** names that are not static are spelled loom__*.
+*/
+#ifndef LOOM_INTERNAL_H
+#define LOOM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+#include "loom.h"
+
+#pragma GCC visibility push(hidden)
+
+/*
+** ---------------------------------------------------------------------
+** Shared native objects (object.c)
+**
+** Every object that crosses threads by reference (locks, queues, threads,
+** shared tables, futures...) starts with a loom_object header. Its
+** refcount is the only thing that decides its lifetime: every box in every
+** lua_State holds one reference, every encoded message that mentions it
+** holds one, and C code that keeps a pointer beyond a call holds one.
+** When the count drops to zero, cls->destroy frees it; destroy runs on
+** whatever thread dropped the last reference and must not touch Lua.
+**
+** In a lua_State an object is a "box": a full userdata holding a
+** loom_object* (NULL once closed). Each state caches its boxes in a
+** weak table, so the same object always appears as the same box there
+** (== and table keys work across round trips through other threads).
+** ---------------------------------------------------------------------
+*/
+typedef struct loom_object loom_object;
+
+typedef struct loom_class {
+  const char *name;                /* metatable name, e.g. "loom.Queue" */
+  void (*destroy)(loom_object *o); /* frees the object; never raises */
+  const luaL_Reg *methods;         /* become the __index table */
+  const luaL_Reg *meta;            /* metamethods; an __index here wins */
+} loom_class;
+
+struct loom_object {
+  const loom_class *cls;
+  atomic_int refs;
+};
+
+void loom__object_init(loom_object *o, const loom_class *cls); /* refs = 1 */
+void loom__retain(loom_object *o);
+void loom__release(loom_object *o); /* NULL is fine */
+
+/* Creates the metatable of cls in this state (idempotent). */
+void loom__register_class(lua_State *L, const loom_class *cls);
+
+/* Pushes the box of o, taking a new reference when a new box is made. */
+void loom__push_object(lua_State *L, loom_object *o);
+/* Pushes a box for o and hands it the caller's reference (for
+** constructors: create with refs = 1, then push_owned). */
+void loom__push_owned(lua_State *L, loom_object *o);
+
+/* The object in the box at idx, or a type error / "closed" error. */
+loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls);
+/* The object at idx if it is a live box of cls, else NULL. */
+loom_object *loom__test_object(lua_State *L, int idx, const loom_class *cls);
+/* Any loom object at idx, else NULL (used by the copier). */
+loom_object *loom__to_any_object(lua_State *L, int idx);
+
+#define LOOM_CHECK(L, i, T, cls) ((T *)loom__check_object((L), (i), (cls)))
+
+/*
+** ---------------------------------------------------------------------
+** Values crossing states (transfer.c)
+**
+** A loom_msg is a private binary encoding of a list of Lua values. It
+** belongs to no lua_State and may be decoded any number of times, in any
+** state, from any thread (decoding never changes it). It holds one
+** reference on each loom object it mentions.
+**
+** A loom_value holds one value for hot paths (queue slots): nil, booleans,
+** numbers and strings up to LOOM_INLINE_STR bytes live inline without any
+** allocation; longer strings take one malloc of their bytes; loom objects
+** a reference; anything else a loom_msg.
+** ---------------------------------------------------------------------
+*/
+typedef struct loom_msg loom_msg;
+
+/* Encodes the n values from stack index first. Raises (with nothing
+** allocated) when a value cannot be copied; the message names its path
+** starting with `what` ("args" gives args[2].log). Never call with a
+** mutex held. */
+loom_msg *loom__encode(lua_State *L, int first, int n, const char *what);
+/* Pushes the values of m; returns how many. Raises only on memory errors
+** or when a module named in m cannot be required here. */
+int loom__decode(lua_State *L, const loom_msg *m);
+int loom__msg_count(const loom_msg *m);
+size_t loom__msg_size(const loom_msg *m);
+void loom__msg_free(loom_msg *m); /* NULL is fine */
+
+#define LOOM_INLINE_STR 22
+
+typedef struct loom_value {
+  union {
+    struct {
+      uint8_t tag;
+      uint8_t len;
+      char bytes[LOOM_INLINE_STR];
+    } s;
+    struct {
+      uint8_t tag;
+      union {
+        lua_Integer i;
+        lua_Number n;
+        void *p;
+      } v;
+      size_t len;
+    } x;
+  } u;
+} loom_value;
+
+/* Stores the value at idx into v (v's old content is not freed). Raises
+** like loom__encode, leaving v untouched. */
+void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what);
+void loom__value_push(lua_State *L, const loom_value *v);
+void loom__value_free(loom_value *v); /* leaves v as nil */
+int loom__value_isnil(const loom_value *v);
+
+/*
+** ---------------------------------------------------------------------
+** Error values (error.c)
+**
+** loom's own error values are tables {kind=, message=} with the
+** registered metatable "loom.Error" (__tostring gives the message). They
+** cross states by name like every registered metatable, so
+** loom.is_timeout(e) works on an error re-raised from another thread.
+** ---------------------------------------------------------------------
+*/
+void loom__push_error(lua_State *L, const char *kind, const char *fmt, ...);
+int loom__raise(lua_State *L, const char *kind, const char *fmt, ...);
+int loom__is_error(lua_State *L, int idx, const char *kind);
+void loom__open_error(lua_State *L); /* adds is_timeout etc. to table on top */
+
+/*
+** ---------------------------------------------------------------------
+** Time, deadlines and cancellable waiting (wait.c)
+**
+** Condition variables use CLOCK_MONOTONIC; create them with
+** loom__cond_init. A blocking loom call computes its deadline with
+** loom__opt_deadline *before* taking any mutex (it may raise), then waits
+** with loom__wait, which a t:cancel() of the waiting thread interrupts.
+** ---------------------------------------------------------------------
+*/
+#define LOOM_CANCELLED (-1)
+
+int loom__cond_init(pthread_cond_t *cv);
+double loom__now(void); /* monotonic seconds */
+void loom__deadline_after(double seconds, struct timespec *ts);
+/* Reads an optional timeout (seconds) at idx: none/nil gives 0 (no
+** deadline); a number >= 0 fills *ts and gives 1; negative or NaN raises
+** "timeout must be a non-negative number". */
+int loom__opt_deadline(lua_State *L, int idx, struct timespec *ts);
+
+/* Waits on cv with mu held (held again on return). deadline may be NULL.
+** `owner` is the object that owns cv/mu; it is kept alive for a
+** concurrent canceller. Returns 0 when woken (perhaps spuriously),
+** ETIMEDOUT, or LOOM_CANCELLED when this thread has been cancelled (also
+** when it was cancelled before the call). */
+int loom__wait(loom_object *owner, pthread_cond_t *cv, pthread_mutex_t *mu,
+               const struct timespec *deadline);
+
+/* Whether the calling thread has been cancelled (a cheap atomic load). */
+int loom__cancel_requested(void);
+/* Raises the cancellation error; call with no mutex held. */
+int loom__raise_cancelled(lua_State *L);
+
+/*
+** ---------------------------------------------------------------------
+** Threads (thread.c)
+** ---------------------------------------------------------------------
+*/
+typedef struct loom_thread loom_thread;
+
+/* The loom thread running on this OS thread, or NULL (main/host thread). */
+loom_thread *loom__self(void);
+/* The cancellation flag of t (for wait.c). */
+atomic_int *loom__thread_cancel_flag(loom_thread *t);
+/* Registers / clears the object t is blocked on (wait.c protocol). */
+void loom__thread_set_waiting(loom_thread *t, loom_object *owner,
+                              pthread_cond_t *cv, pthread_mutex_t *mu);
+
+/* Snapshot of the creator's package.path/cpath for a later new state. */
+typedef struct loom_paths {
+  char *path;
+  char *cpath;
+} loom_paths;
+int loom__paths_capture(lua_State *L, loom_paths *p); /* 0 on OOM */
+void loom__paths_free(loom_paths *p);
+lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen);
+
+/* Pushes a traceback-adding message handler and returns its index. */
+int loom__push_traceback_handler(lua_State *L);
+
+/* Host configuration (core.c), read under a lock. */
+size_t loom__config_stack_size(void);
+int loom__config_default_workers(void);
+void loom__config_hook(loom_state_hook *fn, void **ud);
+
+/* Per-file openers, called by luaopen_loom_core with the module table on
+** top: each registers its classes and adds its functions. */
+void loom__open_thread(lua_State *L);
+
+#pragma GCC visibility pop
+
+#endif

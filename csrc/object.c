@@ -1,0 +1,175 @@
+/*
+** object.c: refcounted native objects and their boxes in lua_States.
+**
+** Owns: the class metatables (one per class per state) and each state's
+** box cache (registry[&box_cache_key], weak values: object address ->
+** box). No locks: the refcount is atomic, and a state's registry is only
+** ever touched by the thread running that state.
+*/
+#include <stdio.h>
+
+#include "loom_internal.h"
+
+static const char class_key = 'c';     /* mt[&class_key] = class (lightud) */
+static const char box_cache_key = 'b'; /* registry: weak object -> box */
+
+void loom__object_init(loom_object *o, const loom_class *cls) {
+  o->cls = cls;
+  atomic_init(&o->refs, 1);
+}
+
+void loom__retain(loom_object *o) {
+  atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+}
+
+void loom__release(loom_object *o) {
+  if (o == NULL) return;
+  if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
+    o->cls->destroy(o);
+}
+
+/* __gc and __close: drop the box's reference; safe to call twice. */
+static int box_gc(lua_State *L) {
+  loom_object **box = (loom_object **)lua_touserdata(L, 1);
+  if (box != NULL && *box != NULL) {
+    loom_object *o = *box;
+    *box = NULL;
+    loom__release(o);
+  }
+  return 0;
+}
+
+static int box_tostring(lua_State *L) {
+  loom_object **box = (loom_object **)lua_touserdata(L, 1);
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "__name");
+  const char *name = lua_tostring(L, -1);
+  if (*box == NULL)
+    lua_pushfstring(L, "%s (closed)", name ? name : "loom object");
+  else
+    lua_pushfstring(L, "%s: %p", name ? name : "loom object", (void *)*box);
+  return 1;
+}
+
+void loom__register_class(lua_State *L, const loom_class *cls) {
+  if (!luaL_newmetatable(L, cls->name)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushlightuserdata(L, (void *)cls);
+  lua_rawsetp(L, -2, &class_key);
+  lua_pushcfunction(L, box_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, box_tostring);
+  lua_setfield(L, -2, "__tostring");
+  if (cls->methods != NULL) { /* __methods lets a custom __index find them */
+    lua_newtable(L);
+    luaL_setfuncs(L, cls->methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__methods");
+    lua_setfield(L, -2, "__index");
+  }
+  if (cls->meta != NULL) luaL_setfuncs(L, cls->meta, 0);
+  lua_pop(L, 1);
+}
+
+/* Pushes the metatable of cls, opening loom.core in this state first if a
+** value of this class arrives before the state ever required loom. */
+static void push_class_meta(lua_State *L, const loom_class *cls) {
+  if (luaL_getmetatable(L, cls->name) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    luaL_requiref(L, "loom.core", luaopen_loom_core, 0);
+    lua_pop(L, 1);
+    if (luaL_getmetatable(L, cls->name) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      loom__register_class(L, cls);
+      luaL_getmetatable(L, cls->name);
+    }
+  }
+}
+
+static void push_box_cache(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &box_cache_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &box_cache_key);
+}
+
+/* Pushes the cached box of o and returns 1, or pushes the cache and
+** returns 0. */
+static int find_box(lua_State *L, loom_object *o) {
+  push_box_cache(L);
+  if (lua_rawgetp(L, -1, o) == LUA_TUSERDATA) {
+    loom_object **box = (loom_object **)lua_touserdata(L, -1);
+    if (*box == o) {
+      lua_remove(L, -2);
+      return 1;
+    }
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Makes a new box below nothing; the cache is on top and stays there.
+** The box is created empty (NULL) first so that an allocation error
+** cannot leak the reference it is about to own. */
+static void new_box(lua_State *L, loom_object *o) {
+  loom_object **box = (loom_object **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  push_class_meta(L, o->cls);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, -3, o); /* cache[o] = box */
+  lua_remove(L, -2);     /* drop the cache */
+  *box = o;
+}
+
+void loom__push_object(lua_State *L, loom_object *o) {
+  if (find_box(L, o)) return;
+  loom__retain(o);
+  new_box(L, o); /* on a memory error the reference above leaks; rare */
+}
+
+void loom__push_owned(lua_State *L, loom_object *o) {
+  if (find_box(L, o)) {
+    loom__release(o); /* the cached box already holds one */
+    return;
+  }
+  new_box(L, o);
+}
+
+static loom_object **box_of(lua_State *L, int idx, const loom_class **cls) {
+  loom_object **box = (loom_object **)lua_touserdata(L, idx);
+  if (box == NULL || lua_type(L, idx) != LUA_TUSERDATA ||
+      !lua_getmetatable(L, idx))
+    return NULL;
+  lua_rawgetp(L, -1, &class_key);
+  *cls = (const loom_class *)lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return *cls != NULL ? box : NULL;
+}
+
+loom_object *loom__test_object(lua_State *L, int idx, const loom_class *cls) {
+  const loom_class *c;
+  loom_object **box = box_of(L, idx, &c);
+  return (box != NULL && c == cls) ? *box : NULL;
+}
+
+loom_object *loom__to_any_object(lua_State *L, int idx) {
+  const loom_class *c;
+  loom_object **box = box_of(L, idx, &c);
+  return box != NULL ? *box : NULL;
+}
+
+loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls) {
+  const loom_class *c;
+  loom_object **box = box_of(L, idx, &c);
+  if (box == NULL || c != cls) luaL_typeerror(L, idx, cls->name);
+  if (*box == NULL) luaL_argerror(L, idx, "object is closed");
+  return *box;
+}

@@ -1,0 +1,798 @@
+/*
+** thread.c: loom.Thread, native threads each running its own lua_State.
+**
+** Ownership: a loom_thread is a refcounted loom_object. Boxes hold
+** references; a running thread holds one on itself, dropped as the very
+** last thing it does. The thread's lua_State is created, used and closed
+** by the thread alone; no other thread ever sees it.
+**
+** Locks, never nested except as noted:
+**   t->mu        state, results, report; t->cv is broadcast when the
+**                thread finishes (and is used by loom.sleep).
+**   t->reg_mu    the wait registration used by cancel (see wait.c);
+**                taken inside an object's mutex by a waiter, never the
+**                other way round.
+**   registry_mu  the list of running threads and the count of running
+**                non-daemon threads; taken alone.
+*/
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lualib.h"
+#include "loom_internal.h"
+
+enum { T_NEW, T_RUNNING, T_DONE };
+
+struct loom_thread {
+  loom_object obj;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int state;
+  int daemon, cancel_hook, is_main;
+  char *name;
+  loom_msg *start;   /* target + args, until the thread takes them */
+  loom_paths paths;  /* the creator's package.path/cpath */
+  loom_msg *result;  /* return values, or the error value */
+  char *report;      /* error text + traceback, printed if never collected */
+  char *traceback;
+  int failed, collected;
+  atomic_int cancel; /* number of cancel() calls */
+  int hook_seen;     /* cancel count the hook already raised for (own) */
+  uint64_t ident;
+  pthread_mutex_t reg_mu;
+  loom_object *wait_owner;
+  pthread_cond_t *wait_cv;
+  pthread_mutex_t *wait_mu;
+  loom_thread *prev, *next; /* running list, under registry_mu */
+};
+
+static const loom_class thread_class;
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t registry_cv = PTHREAD_COND_INITIALIZER;
+static loom_thread *running;   /* list of running threads */
+static int running_count, running_nondaemon;
+static loom_thread *main_thread; /* created once, never freed */
+static atomic_uint_fast64_t ident_counter = 1;
+static atomic_int name_counter;
+
+static _Thread_local loom_thread *tls_self;
+static _Thread_local uint64_t tls_ident;
+
+static const char state_key = 't'; /* registry flag: a loom thread state */
+
+loom_thread *loom__self(void) {
+  return tls_self;
+}
+
+atomic_int *loom__thread_cancel_flag(loom_thread *t) {
+  return &t->cancel;
+}
+
+void loom__thread_set_waiting(loom_thread *t, loom_object *owner,
+                              pthread_cond_t *cv, pthread_mutex_t *mu) {
+  pthread_mutex_lock(&t->reg_mu);
+  t->wait_owner = owner;
+  t->wait_cv = cv;
+  t->wait_mu = mu;
+  pthread_mutex_unlock(&t->reg_mu);
+}
+
+static uint64_t current_ident(void) {
+  if (tls_ident == 0) tls_ident = atomic_fetch_add(&ident_counter, 1);
+  return tls_ident;
+}
+
+/* ------------------------------------------------------------------ */
+/* package paths and fresh states                                       */
+
+static char *dup_field(lua_State *L, const char *field) {
+  char *s = NULL;
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, field);
+    size_t len;
+    const char *v = lua_tolstring(L, -1, &len);
+    if (v != NULL && (s = (char *)malloc(len + 1)) != NULL)
+      memcpy(s, v, len + 1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return s;
+}
+
+int loom__paths_capture(lua_State *L, loom_paths *p) {
+  p->path = dup_field(L, "path");
+  p->cpath = dup_field(L, "cpath");
+  return 1;
+}
+
+void loom__paths_free(loom_paths *p) {
+  free(p->path);
+  free(p->cpath);
+  p->path = p->cpath = NULL;
+}
+
+static int open_state_body(lua_State *L) {
+  const loom_paths *p = (const loom_paths *)lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  lua_pushboolean(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
+  lua_getglobal(L, "package");
+  if (p->path) {
+    lua_pushstring(L, p->path);
+    lua_setfield(L, -2, "path");
+  }
+  if (p->cpath) {
+    lua_pushstring(L, p->cpath);
+    lua_setfield(L, -2, "cpath");
+  }
+  luaL_getsubtable(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_loom_core);
+  lua_setfield(L, -2, "loom.core");
+  lua_pop(L, 2);
+  loom_state_hook hook;
+  void *ud;
+  loom__config_hook(&hook, &ud);
+  if (hook) hook(L, ud);
+  return 0;
+}
+
+lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL) {
+    snprintf(err, errlen, "not enough memory for a new Lua state");
+    return NULL;
+  }
+  lua_pushcfunction(L, open_state_body);
+  lua_pushlightuserdata(L, (void *)p);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    snprintf(err, errlen, "cannot prepare the thread state: %s",
+             lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+    lua_close(L);
+    return NULL;
+  }
+  return L;
+}
+
+/* Message handler: wraps the error as {value, traceback}. */
+static int traceback_handler(lua_State *L) {
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  luaL_traceback(L, L, NULL, 1);
+  lua_rawseti(L, -2, 2);
+  return 1;
+}
+
+int loom__push_traceback_handler(lua_State *L) {
+  lua_pushcfunction(L, traceback_handler);
+  return lua_gettop(L);
+}
+
+/* ------------------------------------------------------------------ */
+/* the thread body                                                      */
+
+static void cancel_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  loom_thread *t = tls_self;
+  int n = atomic_load_explicit(&t->cancel, memory_order_relaxed);
+  if (n != t->hook_seen) {
+    t->hook_seen = n; /* raise once per cancel(); blocking calls stay sticky */
+    loom__raise_cancelled(L);
+  }
+}
+
+/* Runs in protected mode: decode target and args, call, encode results. */
+static int run_body(lua_State *L) {
+  loom_thread *t = (loom_thread *)lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  int h = loom__push_traceback_handler(L);
+  int n = loom__decode(L, t->start);
+  if (t->cancel_hook) lua_sethook(L, cancel_hook, LUA_MASKCOUNT, 1000);
+  int status = lua_pcall(L, n - 1, LUA_MULTRET, h);
+  lua_sethook(L, NULL, 0, 0);
+  if (status != LUA_OK) { /* false, error value, traceback */
+    lua_pushboolean(L, 0);
+    if (status == LUA_ERRRUN) {
+      lua_rawgeti(L, -2, 1);
+      lua_rawgeti(L, -3, 2);
+    } else { /* the handler itself failed: a bare value */
+      lua_pushvalue(L, -2);
+      lua_pushliteral(L, "");
+    }
+    return 3;
+  }
+  int nres = lua_gettop(L) - h;
+  loom_msg *m = loom__encode(L, h + 1, nres, "results");
+  lua_pushboolean(L, 1);
+  lua_pushlightuserdata(L, m);
+  return 2;
+}
+
+static char *dup_cstr(const char *s) {
+  if (s == NULL) return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = (char *)malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+/* Takes the error value and traceback at the top of L into t's report
+** and leaves the value on top. */
+static void record_error(lua_State *L, loom_thread *t) {
+  int val = lua_gettop(L) - 1, tb = lua_gettop(L);
+  t->traceback = dup_cstr(lua_tostring(L, tb));
+  const char *text = luaL_tolstring(L, val, NULL);
+  lua_pushfstring(L, "%s\n%s", text, lua_tostring(L, tb));
+  t->report = dup_cstr(lua_tostring(L, -1));
+  lua_pop(L, 3);
+  t->failed = 1;
+}
+
+static int encode_error(lua_State *L) {
+  loom_msg **out = (loom_msg **)lua_touserdata(L, 2);
+  *out = loom__encode(L, 1, 1, "error");
+  return 0;
+}
+
+static void finish(loom_thread *t, lua_State *L, const char *fatal) {
+  loom_msg *result = NULL;
+  if (fatal != NULL) {
+    t->failed = 1;
+    t->report = dup_cstr(fatal);
+  } else if (lua_toboolean(L, 1)) {
+    result = (loom_msg *)lua_touserdata(L, 2);
+  } else {
+    record_error(L, t);
+    /* keep the error value itself if it can be copied, else its text */
+    lua_pushcfunction(L, encode_error);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, &result);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      lua_pop(L, 1);
+      lua_pushcfunction(L, encode_error);
+      lua_pushstring(L, t->report ? t->report : "error in thread");
+      lua_pushlightuserdata(L, &result);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) result = NULL;
+    }
+  }
+  if (L != NULL) lua_close(L);
+
+  pthread_mutex_lock(&t->mu);
+  t->result = result;
+  t->state = T_DONE;
+  pthread_cond_broadcast(&t->cv);
+  pthread_mutex_unlock(&t->mu);
+
+  pthread_mutex_lock(&registry_mu);
+  if (t->prev) t->prev->next = t->next; else running = t->next;
+  if (t->next) t->next->prev = t->prev;
+  running_count--;
+  pthread_mutex_unlock(&registry_mu);
+}
+
+/* The very last step of a thread: drop its own reference (which may
+** report an uncollected error), then let the exit join go on. */
+static void leave(loom_thread *t) {
+  int daemon = t->daemon;
+  loom__release(&t->obj);
+  if (daemon) return;
+  pthread_mutex_lock(&registry_mu);
+  running_nondaemon--;
+  pthread_cond_broadcast(&registry_cv);
+  pthread_mutex_unlock(&registry_mu);
+}
+
+static void *thread_main(void *arg) {
+  loom_thread *t = (loom_thread *)arg;
+  char err[256];
+  tls_self = t;
+  tls_ident = t->ident;
+  lua_State *L = loom__state_open(&t->paths, err, sizeof err);
+  if (L == NULL) {
+    finish(t, NULL, err);
+  } else {
+    lua_pushcfunction(L, run_body);
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) {
+      /* decoding the target or encoding the results failed */
+      lua_pushboolean(L, 0);
+      lua_insert(L, -2);
+      lua_pushliteral(L, "");
+    }
+    finish(t, L, NULL);
+  }
+  leave(t);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* the object                                                           */
+
+static void thread_destroy(loom_object *o) {
+  loom_thread *t = (loom_thread *)o;
+  if (t->failed && !t->collected && t->report != NULL) {
+    fprintf(stderr, "Exception in thread %s:\n%s\n", t->name, t->report);
+    fflush(stderr);
+  }
+  free(t->name);
+  free(t->report);
+  free(t->traceback);
+  loom__msg_free(t->start);
+  loom__msg_free(t->result);
+  loom__paths_free(&t->paths);
+  pthread_mutex_destroy(&t->mu);
+  pthread_cond_destroy(&t->cv);
+  pthread_mutex_destroy(&t->reg_mu);
+  free(t);
+}
+
+static loom_thread *thread_alloc(const char *name) {
+  loom_thread *t = (loom_thread *)calloc(1, sizeof *t);
+  if (t == NULL) return NULL;
+  if (pthread_mutex_init(&t->mu, NULL) != 0) goto fail_mu;
+  if (loom__cond_init(&t->cv) != 0) goto fail_cv;
+  if (pthread_mutex_init(&t->reg_mu, NULL) != 0) goto fail_reg;
+  t->name = dup_cstr(name);
+  if (t->name == NULL) goto fail_name;
+  loom__object_init(&t->obj, &thread_class);
+  atomic_init(&t->cancel, 0);
+  return t;
+fail_name:
+  pthread_mutex_destroy(&t->reg_mu);
+fail_reg:
+  pthread_cond_destroy(&t->cv);
+fail_cv:
+  pthread_mutex_destroy(&t->mu);
+fail_mu:
+  free(t);
+  return NULL;
+}
+
+static loom_thread *check_thread(lua_State *L, int idx) {
+  return LOOM_CHECK(L, idx, loom_thread, &thread_class);
+}
+
+/* loom.Thread{target=, args=, name=, daemon=, cancel_hook=} */
+static int l_Thread(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  if (lua_getfield(L, 1, "target") != LUA_TFUNCTION)
+    return luaL_argerror(L, 1, "field 'target' must be a function");
+  int nargs = 0;
+  if (lua_getfield(L, 1, "args") != LUA_TNIL) {
+    luaL_argcheck(L, lua_istable(L, 3), 1, "field 'args' must be a table");
+    nargs = (int)lua_rawlen(L, 3);
+    lua_getfield(L, 3, "n");
+    if (lua_isinteger(L, -1)) nargs = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, nargs, "too many thread arguments");
+    for (int i = 1; i <= nargs; i++) lua_rawgeti(L, 3, i);
+  }
+  lua_remove(L, 3); /* args table; target at 2, arguments from 3 */
+  lua_getfield(L, 1, "name");
+  const char *name = luaL_optstring(L, -1, NULL);
+  char buf[32];
+  if (name == NULL) {
+    snprintf(buf, sizeof buf, "Thread-%d", atomic_fetch_add(&name_counter, 1) + 1);
+    name = buf;
+  }
+  lua_getfield(L, 1, "daemon");
+  int daemon = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "cancel_hook");
+  int hook = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_pop(L, 1);
+  /* stack: spec, target, args..., name */
+  loom_msg *start = loom__encode(L, 2, nargs + 1, "args");
+  loom_thread *t = thread_alloc(name);
+  if (t == NULL) {
+    loom__msg_free(start);
+    return luaL_error(L, "not enough memory for a thread");
+  }
+  t->start = start;
+  t->daemon = daemon;
+  t->cancel_hook = hook;
+  loom__paths_capture(L, &t->paths);
+  loom__push_owned(L, &t->obj);
+  return 1;
+}
+
+static int thread_start(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  pthread_mutex_lock(&t->mu);
+  int state = t->state;
+  if (state == T_NEW) t->state = T_RUNNING;
+  pthread_mutex_unlock(&t->mu);
+  if (t->is_main || state != T_NEW)
+    return luaL_error(L, "thread '%s' was already started", t->name);
+  t->ident = atomic_fetch_add(&ident_counter, 1);
+
+  pthread_mutex_lock(&registry_mu);
+  t->prev = NULL;
+  t->next = running;
+  if (running) running->prev = t;
+  running = t;
+  running_count++;
+  if (!t->daemon) running_nondaemon++;
+  pthread_mutex_unlock(&registry_mu);
+
+  loom__retain(&t->obj); /* the running thread's own reference */
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  size_t stack = loom__config_stack_size();
+  if (stack) pthread_attr_setstacksize(&attr, stack);
+  pthread_t tid;
+  int rc = pthread_create(&tid, &attr, thread_main, t);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    pthread_mutex_lock(&registry_mu);
+    if (t->prev) t->prev->next = t->next; else running = t->next;
+    if (t->next) t->next->prev = t->prev;
+    running_count--;
+    if (!t->daemon) running_nondaemon--;
+    pthread_cond_broadcast(&registry_cv);
+    pthread_mutex_unlock(&registry_mu);
+    pthread_mutex_lock(&t->mu);
+    t->state = T_NEW;
+    pthread_mutex_unlock(&t->mu);
+    loom__release(&t->obj);
+    return luaL_error(L, "cannot start thread '%s': %s", t->name,
+                      strerror(rc));
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* loom.thread(fn, ...): Thread{target=fn, args={...}} started at once. */
+static int l_thread(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  int n = lua_gettop(L);
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "target");
+  lua_createtable(L, n - 1, 1);
+  for (int i = 2; i <= n; i++) {
+    lua_pushvalue(L, i);
+    lua_rawseti(L, -2, i - 1);
+  }
+  lua_pushinteger(L, n - 1);
+  lua_setfield(L, -2, "n");
+  lua_setfield(L, -2, "args");
+  lua_replace(L, 1);
+  lua_settop(L, 1);
+  l_Thread(L);
+  lua_replace(L, 1);
+  lua_settop(L, 1);
+  return thread_start(L);
+}
+
+/* Waits until t is done or the deadline passes; 1 if done. */
+static int wait_done(lua_State *L, loom_thread *t, const struct timespec *dl) {
+  int rc = 0;
+  pthread_mutex_lock(&t->mu);
+  while (t->state != T_DONE && rc != ETIMEDOUT && rc != LOOM_CANCELLED)
+    rc = loom__wait(&t->obj, &t->cv, &t->mu, dl);
+  int done = t->state == T_DONE;
+  pthread_mutex_unlock(&t->mu);
+  if (!done && rc == LOOM_CANCELLED) loom__raise_cancelled(L);
+  return done;
+}
+
+static void check_joinable(lua_State *L, loom_thread *t, const char *what) {
+  if (t->is_main || t == tls_self)
+    luaL_error(L, "cannot %s the current thread (it would deadlock)", what);
+  pthread_mutex_lock(&t->mu);
+  int state = t->state;
+  pthread_mutex_unlock(&t->mu);
+  if (state == T_NEW)
+    luaL_error(L, "cannot %s thread '%s' before it is started", what, t->name);
+}
+
+static int thread_join(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  struct timespec ts;
+  int has = loom__opt_deadline(L, 2, &ts);
+  check_joinable(L, t, "join");
+  lua_pushboolean(L, wait_done(L, t, has ? &ts : NULL));
+  return 1;
+}
+
+static int thread_result(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  struct timespec ts;
+  int has = loom__opt_deadline(L, 2, &ts);
+  check_joinable(L, t, "get the result of");
+  if (!wait_done(L, t, has ? &ts : NULL))
+    return loom__raise(L, "timeout", "thread '%s' did not finish in %s seconds",
+                       t->name, lua_tostring(L, 2));
+  /* done: fields are final and only read from here on */
+  pthread_mutex_lock(&t->mu);
+  int failed = t->failed;
+  t->collected = 1;
+  pthread_mutex_unlock(&t->mu);
+  lua_settop(L, 1);
+  if (!failed) return loom__decode(L, t->result);
+  if (t->result == NULL)
+    return luaL_error(L, "%s", t->report ? t->report : "thread failed");
+  loom__decode(L, t->result);
+  if (lua_type(L, -1) == LUA_TSTRING)
+    lua_pushfstring(L, "%s\n(in thread '%s') %s", lua_tostring(L, -1), t->name,
+                    t->traceback ? t->traceback : "");
+  return lua_error(L);
+}
+
+static int thread_is_alive(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  pthread_mutex_lock(&t->mu);
+  int alive = t->state == T_RUNNING;
+  pthread_mutex_unlock(&t->mu);
+  lua_pushboolean(L, alive);
+  return 1;
+}
+
+static int thread_cancel(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  if (t->is_main) return luaL_error(L, "cannot cancel the main thread");
+  atomic_fetch_add_explicit(&t->cancel, 1, memory_order_seq_cst);
+  pthread_mutex_lock(&t->reg_mu);
+  loom_object *owner = t->wait_owner;
+  pthread_cond_t *cv = t->wait_cv;
+  pthread_mutex_t *mu = t->wait_mu;
+  if (owner) loom__retain(owner);
+  pthread_mutex_unlock(&t->reg_mu);
+  if (owner) {
+    pthread_mutex_lock(mu);
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(mu);
+    loom__release(owner);
+  }
+  return 0;
+}
+
+static int thread_index(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k == NULL) return 0;
+  if (strcmp(k, "name") == 0) {
+    pthread_mutex_lock(&t->mu);
+    lua_pushstring(L, t->name);
+    pthread_mutex_unlock(&t->mu);
+  } else if (strcmp(k, "ident") == 0) {
+    if (t->ident) lua_pushinteger(L, (lua_Integer)t->ident);
+    else lua_pushnil(L);
+  } else if (strcmp(k, "daemon") == 0) {
+    lua_pushboolean(L, t->daemon);
+  } else {
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "__methods");
+    lua_getfield(L, -1, k);
+  }
+  return 1;
+}
+
+static int thread_newindex(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "name") == 0) {
+    char *n = dup_cstr(luaL_checkstring(L, 3));
+    if (n == NULL) return luaL_error(L, "not enough memory");
+    pthread_mutex_lock(&t->mu);
+    char *old = t->name;
+    t->name = n;
+    pthread_mutex_unlock(&t->mu);
+    free(old);
+    return 0;
+  }
+  if (strcmp(k, "daemon") == 0) {
+    luaL_checktype(L, 3, LUA_TBOOLEAN);
+    pthread_mutex_lock(&t->mu);
+    int ok = t->state == T_NEW && !t->is_main;
+    if (ok) t->daemon = lua_toboolean(L, 3);
+    pthread_mutex_unlock(&t->mu);
+    if (!ok) return luaL_error(L, "cannot set daemon status of an active thread");
+    return 0;
+  }
+  return luaL_error(L, "cannot set field '%s' of a loom.Thread", k);
+}
+
+static int thread_tostring(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  pthread_mutex_lock(&t->mu);
+  static const char *const names[] = {"initial", "started", "stopped"};
+  lua_pushfstring(L, "loom.Thread(%s, %s%s)", t->name, names[t->state],
+                  t->daemon ? " daemon" : "");
+  pthread_mutex_unlock(&t->mu);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* module functions                                                     */
+
+static loom_thread *get_main_thread(void) {
+  pthread_mutex_lock(&registry_mu);
+  if (main_thread == NULL) {
+    loom_thread *t = thread_alloc("MainThread");
+    if (t != NULL) {
+      t->is_main = 1;
+      t->state = T_RUNNING;
+      t->ident = current_ident();
+      main_thread = t;
+    }
+  }
+  loom_thread *t = main_thread;
+  pthread_mutex_unlock(&registry_mu);
+  return t;
+}
+
+static int l_main_thread(lua_State *L) {
+  loom_thread *t = get_main_thread();
+  if (t == NULL) return luaL_error(L, "not enough memory");
+  loom__push_object(L, &t->obj);
+  return 1;
+}
+
+static int l_current_thread(lua_State *L) {
+  if (tls_self == NULL) return l_main_thread(L);
+  loom__push_object(L, &tls_self->obj);
+  return 1;
+}
+
+static int l_active_count(lua_State *L) {
+  pthread_mutex_lock(&registry_mu);
+  int n = running_count;
+  pthread_mutex_unlock(&registry_mu);
+  lua_pushinteger(L, n + 1);
+  return 1;
+}
+
+static int l_enumerate(lua_State *L) {
+  pthread_mutex_lock(&registry_mu);
+  int n = running_count;
+  loom_thread **list = (loom_thread **)malloc((n + 1) * sizeof *list);
+  if (list != NULL) {
+    int i = 0;
+    for (loom_thread *t = running; t != NULL; t = t->next) {
+      loom__retain(&t->obj);
+      list[i++] = t;
+    }
+  }
+  pthread_mutex_unlock(&registry_mu);
+  if (list == NULL) return luaL_error(L, "not enough memory");
+  lua_createtable(L, n + 1, 0);
+  l_main_thread(L);
+  lua_rawseti(L, -2, 1);
+  for (int i = 0; i < n; i++) {
+    loom__push_object(L, &list[i]->obj);
+    lua_rawseti(L, -2, i + 2);
+  }
+  for (int i = 0; i < n; i++) loom__release(&list[i]->obj);
+  free(list);
+  return 1;
+}
+
+static int l_get_ident(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)current_ident());
+  return 1;
+}
+
+static int l_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  luaL_argcheck(L, s >= 0, 1, "sleep length must be non-negative");
+  loom_thread *t = tls_self;
+  if (t == NULL) { /* not cancellable: a plain sleep */
+    struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
+    if (s == 0) sched_yield();
+    else while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    return 0;
+  }
+  if (atomic_load(&t->cancel)) return loom__raise_cancelled(L);
+  if (s == 0) {
+    sched_yield();
+    return 0;
+  }
+  struct timespec dl;
+  loom__deadline_after(s, &dl);
+  int rc = 0;
+  pthread_mutex_lock(&t->mu);
+  while (rc != ETIMEDOUT && rc != LOOM_CANCELLED)
+    rc = loom__wait(&t->obj, &t->cv, &t->mu, &dl);
+  pthread_mutex_unlock(&t->mu);
+  if (rc == LOOM_CANCELLED) return loom__raise_cancelled(L);
+  return 0;
+}
+
+static int l_cancelled(lua_State *L) {
+  lua_pushboolean(L, loom__cancel_requested());
+  return 1;
+}
+
+static int l_cpu_count(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* exit: join non-daemon threads before the main state goes away        */
+
+static int sentinel_gc(lua_State *L) {
+  (void)L;
+  pthread_mutex_lock(&registry_mu);
+  while (running_nondaemon > 0) pthread_cond_wait(&registry_cv, &registry_mu);
+  pthread_mutex_unlock(&registry_mu);
+  return 0;
+}
+
+/* Keeps this shared object loaded for good: a daemon thread may still be
+** running its code when the main state closes and Lua unloads C modules. */
+static void pin_library(void) {
+  Dl_info info;
+  if (dladdr((void *)luaopen_loom_core, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
+static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
+
+static const luaL_Reg thread_methods[] = {
+  {"start", thread_start},
+  {"join", thread_join},
+  {"result", thread_result},
+  {"is_alive", thread_is_alive},
+  {"cancel", thread_cancel},
+  {NULL, NULL}
+};
+
+static const luaL_Reg thread_meta[] = {
+  {"__index", thread_index},
+  {"__newindex", thread_newindex},
+  {"__tostring", thread_tostring},
+  {NULL, NULL}
+};
+
+static const loom_class thread_class = {
+  "loom.Thread", thread_destroy, thread_methods, thread_meta
+};
+
+static const luaL_Reg thread_funcs[] = {
+  {"Thread", l_Thread},
+  {"thread", l_thread},
+  {"current_thread", l_current_thread},
+  {"main_thread", l_main_thread},
+  {"active_count", l_active_count},
+  {"enumerate", l_enumerate},
+  {"get_ident", l_get_ident},
+  {"sleep", l_sleep},
+  {"cancelled", l_cancelled},
+  {"cpu_count", l_cpu_count},
+  {NULL, NULL}
+};
+
+void loom__open_thread(lua_State *L) {
+  pthread_once(&pin_once, pin_library);
+  loom__register_class(L, &thread_class);
+  luaL_setfuncs(L, thread_funcs, 0);
+  /* a state loom did not create joins loom's threads when it closes */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key) == LUA_TNIL) {
+    static const char sentinel_key = 'x';
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &sentinel_key) == LUA_TNIL) {
+      lua_newuserdatauv(L, 1, 0);
+      lua_createtable(L, 0, 1);
+      lua_pushcfunction(L, sentinel_gc);
+      lua_setfield(L, -2, "__gc");
+      lua_setmetatable(L, -2);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &sentinel_key);
+    }
+    lua_pop(L, 1);
+    if (tls_self == NULL) get_main_thread();
+  }
+  lua_pop(L, 1);
+}

@@ -1,0 +1,1010 @@
+/*
+** transfer.c: copying Lua values between lua_States through a private
+** binary encoding that belongs to no state (see loom_internal.h).
+**
+** Owns: each state's encoding scratch (registry[&scratch_key], a userdata
+** whose __gc frees it) and name map (registry[&names_key]). Both are only
+** touched by the thread running that state; no locks. Encoding writes into
+** the scratch, so a Lua error in the middle (out of memory, a value that
+** cannot be copied) leaks nothing; the finished message is a malloc'd
+** block owned by whoever keeps it.
+**
+** Message layout: header | encoded values | loom_object* refs[nobjs].
+** Tables and functions get ids in the order they are met; a table or
+** function met again is a back reference to its id, and its header byte
+** is patched so that the decoder stores only those that are referenced.
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loom_internal.h"
+
+#define MAX_DEPTH 1000
+
+enum {
+  T_NIL, T_FALSE, T_TRUE, T_INT8, T_INT, T_FLOAT, T_SSTR, T_STR,
+  T_TABLE,   /* flags u32:narr u32:nhash, narr values, nhash pairs, [mt] */
+  T_FUNC,    /* flags u32:nups u32:len bytecode, upvalues */
+  T_REF,     /* u32 id: a table or function seen before */
+  T_GLOBALS, /* the sender's global table: the receiver's */
+  T_NAMED,   /* module, field: package.loaded[module][field] */
+  T_REGMETA, /* name: registry[name] (luaL_newmetatable) */
+  T_OBJ      /* u32 index into refs */
+};
+enum { F_MARKED = 1, F_META = 2 };
+enum { UP_VALUE, UP_JOIN };
+
+struct loom_msg {
+  size_t len;    /* bytes of encoded values */
+  int count;     /* values */
+  int nobjs;     /* loom object references after the data */
+  int has_refs;  /* some table/function is referenced twice */
+  unsigned char data[];
+};
+
+static const char scratch_key = 's';
+static const char names_key = 'n';
+
+/* ------------------------------------------------------------------ */
+/* pointer map with O(1) clearing by generation                        */
+
+typedef struct slot {
+  const void *key;
+  uint32_t gen;
+  uint32_t id;
+  uint32_t aux;   /* upvalues: the index of the upvalue in function id */
+  size_t flagpos; /* where the header byte of the entry lives */
+} slot;
+
+typedef struct ptrmap {
+  slot *slots;
+  size_t cap, used; /* cap is a power of two */
+} ptrmap;
+
+typedef struct path_seg {
+  int kind; /* SEG_KEY (stack index), SEG_INDEX, SEG_UPVALUE, SEG_META */
+  int idx;
+  const char *name;
+} path_seg;
+enum { SEG_KEY, SEG_INDEX, SEG_UPVALUE, SEG_META, SEG_KEYOF };
+
+typedef struct scratch {
+  unsigned char *buf;
+  size_t len, cap;
+  loom_object **objs;
+  int nobjs, objcap;
+  ptrmap seen, upvals;
+  uint32_t gen;
+  int busy;
+  path_seg path[MAX_DEPTH + 2];
+} scratch;
+
+static size_t hashp(const void *p) {
+  uintptr_t x = (uintptr_t)p;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (size_t)x;
+}
+
+static slot *map_find(ptrmap *m, const void *key, uint32_t gen) {
+  if (m->cap == 0) return NULL;
+  size_t mask = m->cap - 1;
+  for (size_t i = hashp(key) & mask;; i = (i + 1) & mask) {
+    slot *s = &m->slots[i];
+    if (s->gen != gen) return NULL;
+    if (s->key == key) return s;
+  }
+}
+
+/* Inserts a key known to be absent; returns 0 when out of memory. */
+static int map_put(ptrmap *m, uint32_t gen, const void *key, uint32_t id,
+                   uint32_t aux, size_t flagpos) {
+  if ((m->used + 1) * 2 > m->cap) {
+    size_t ncap = m->cap ? m->cap * 2 : 64;
+    slot *ns = (slot *)calloc(ncap, sizeof *ns);
+    if (ns == NULL) return 0;
+    for (size_t i = 0; i < m->cap; i++) {
+      slot *s = &m->slots[i];
+      if (s->gen != gen) continue;
+      size_t j = hashp(s->key) & (ncap - 1);
+      while (ns[j].gen == gen) j = (j + 1) & (ncap - 1);
+      ns[j] = *s;
+    }
+    free(m->slots);
+    m->slots = ns;
+    m->cap = ncap;
+  }
+  size_t mask = m->cap - 1, i = hashp(key) & mask;
+  while (m->slots[i].gen == gen) i = (i + 1) & mask;
+  m->slots[i] = (slot){key, gen, id, aux, flagpos};
+  m->used++;
+  return 1;
+}
+
+static void map_reset(ptrmap *m) {
+  m->used = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the per-state scratch                                               */
+
+static void scratch_free_parts(scratch *s) {
+  free(s->buf);
+  free(s->objs);
+  free(s->seen.slots);
+  free(s->upvals.slots);
+  memset(s, 0, sizeof *s);
+}
+
+static int scratch_gc(lua_State *L) {
+  scratch_free_parts((scratch *)lua_touserdata(L, 1));
+  return 0;
+}
+
+static scratch *new_scratch(lua_State *L) {
+  scratch *s = (scratch *)lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, scratch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  return s;
+}
+
+/* Pushes a free scratch. The state's own is reused; if it is busy (an
+** encode running inside a finalizer during another encode), a temporary
+** one is made and collected later. */
+static scratch *acquire_scratch(lua_State *L) {
+  scratch *s;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &scratch_key) == LUA_TUSERDATA) {
+    s = (scratch *)lua_touserdata(L, -1);
+    if (!s->busy) goto ready;
+    lua_pop(L, 1);
+    s = new_scratch(L);
+    goto ready;
+  }
+  lua_pop(L, 1);
+  s = new_scratch(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key);
+ready:
+  s->busy = 1;
+  s->len = sizeof(loom_msg);
+  s->nobjs = 0;
+  if (++s->gen == 0) { /* wrapped: stale entries could match; wipe */
+    if (s->seen.slots) memset(s->seen.slots, 0, s->seen.cap * sizeof(slot));
+    if (s->upvals.slots)
+      memset(s->upvals.slots, 0, s->upvals.cap * sizeof(slot));
+    s->gen = 1;
+  }
+  map_reset(&s->seen);
+  map_reset(&s->upvals);
+  return s;
+}
+
+/* Trims a scratch that grew large, so one big message does not pin its
+** memory in the state forever. */
+static void release_scratch(scratch *s) {
+  s->busy = 0;
+  if (s->cap > (1u << 20)) {
+    free(s->buf);
+    s->buf = NULL;
+    s->cap = 0;
+  }
+  if (s->seen.cap > (1u << 16)) {
+    free(s->seen.slots);
+    s->seen.slots = NULL;
+    s->seen.cap = 0;
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* encoder                                                              */
+
+typedef struct enc {
+  lua_State *L;
+  scratch *s;
+  const char *what;
+  int root;       /* index of the value being encoded among the n */
+  int depth;
+  uint32_t next_id;
+  int names;      /* stack index of the name map, 0 until needed */
+  int names_fresh;
+  int has_refs;
+} enc;
+
+static void enc_oom(enc *e) {
+  e->s->busy = 0;
+  luaL_error(e->L, "not enough memory to copy %s", e->what);
+}
+
+static void grow(enc *e, size_t need) {
+  scratch *s = e->s;
+  size_t ncap = s->cap ? s->cap : 256;
+  while (ncap < s->len + need) ncap *= 2;
+  unsigned char *nb = (unsigned char *)realloc(s->buf, ncap);
+  if (nb == NULL) enc_oom(e);
+  s->buf = nb;
+  s->cap = ncap;
+}
+
+static inline void put(enc *e, const void *p, size_t n) {
+  if (e->s->len + n > e->s->cap) grow(e, n);
+  memcpy(e->s->buf + e->s->len, p, n);
+  e->s->len += n;
+}
+
+static inline void put_byte(enc *e, unsigned char b) {
+  if (e->s->len + 1 > e->s->cap) grow(e, 1);
+  e->s->buf[e->s->len++] = b;
+}
+
+static inline void put_u32(enc *e, uint32_t v) {
+  put(e, &v, sizeof v);
+}
+
+static void put_str(enc *e, const char *str, size_t len) {
+  if (len <= 255) {
+    unsigned char h[2] = {T_SSTR, (unsigned char)len};
+    put(e, h, 2);
+  } else {
+    put_byte(e, T_STR);
+    put(e, &len, sizeof len);
+  }
+  put(e, str, len);
+}
+
+/* Appends the printable path of the value being encoded to buffer b. */
+static void add_path(enc *e, luaL_Buffer *b) {
+  lua_State *L = e->L;
+  luaL_addstring(b, e->what);
+  if (e->root > 0) {
+    lua_pushfstring(L, "[%d]", e->root);
+    luaL_addvalue(b);
+  }
+  int n = e->depth;
+  for (int i = 0; i < n; i++) {
+    path_seg *seg = &e->s->path[i];
+    if (n > 12 && i == 6) {
+      luaL_addstring(b, "...");
+      i = n - 6;
+      seg = &e->s->path[i];
+    }
+    switch (seg->kind) {
+      case SEG_INDEX:
+        lua_pushfstring(L, "[%d]", seg->idx);
+        luaL_addvalue(b);
+        break;
+      case SEG_UPVALUE:
+        lua_pushfstring(L, ".<upvalue %s>", seg->name[0] ? seg->name : "?");
+        luaL_addvalue(b);
+        break;
+      case SEG_META:
+        luaL_addstring(b, ".<metatable>");
+        break;
+      case SEG_KEYOF:
+        luaL_addstring(b, ".<key>");
+        break;
+      default: {
+        int k = seg->idx;
+        if (lua_type(L, k) == LUA_TSTRING) {
+          size_t len;
+          const char *str = lua_tolstring(L, k, &len);
+          int ident = len > 0 && !(str[0] >= '0' && str[0] <= '9');
+          for (size_t j = 0; j < len && ident; j++)
+            ident = str[j] == '_' || (str[j] >= 'a' && str[j] <= 'z') ||
+                    (str[j] >= 'A' && str[j] <= 'Z') ||
+                    (str[j] >= '0' && str[j] <= '9');
+          if (ident)
+            lua_pushfstring(L, ".%s", str);
+          else
+            lua_pushfstring(L, "[\"%s\"]", str);
+        } else if (lua_type(L, k) == LUA_TNUMBER) {
+          lua_pushvalue(L, k);
+          lua_pushfstring(L, "[%s]", lua_tostring(L, -1));
+          lua_remove(L, -2);
+        } else {
+          lua_pushfstring(L, "[<%s key>]", luaL_typename(L, k));
+        }
+        luaL_addvalue(b);
+      }
+    }
+  }
+}
+
+static int fail(enc *e, const char *fmt, const char *detail) {
+  lua_State *L = e->L;
+  e->s->busy = 0;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, fmt, detail);
+  luaL_addvalue(&b);
+  luaL_addstring(&b, " at ");
+  add_path(e, &b);
+  luaL_pushresult(&b);
+  return lua_error(L);
+}
+
+static void encode(enc *e, int idx);
+
+static void push_seg(enc *e, int kind, int idx, const char *name) {
+  if (e->depth >= MAX_DEPTH) {
+    lua_pushfstring(e->L, "%d", MAX_DEPTH);
+    fail(e, "cannot copy a value nested more than %s levels deep",
+         lua_tostring(e->L, -1));
+  }
+  path_seg *seg = &e->s->path[e->depth++];
+  seg->kind = kind;
+  seg->idx = idx;
+  seg->name = name;
+}
+
+/* The name map: registry[&names_key] = { [value] = {module, field} } for
+** every module table in package.loaded and every C function or userdata
+** directly inside one. It is rebuilt when package.loaded changed size. */
+static int count_loaded(lua_State *L) {
+  int n = 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    n++;
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+static void name_entry(lua_State *L, int map, int value, const char *module,
+                       const char *field) {
+  lua_pushvalue(L, value);
+  if (lua_rawget(L, map) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, value);
+  lua_createtable(L, 2, 0);
+  lua_pushstring(L, module);
+  lua_rawseti(L, -2, 1);
+  if (field) {
+    lua_pushstring(L, field);
+    lua_rawseti(L, -2, 2);
+  }
+  lua_rawset(L, map);
+}
+
+static void index_module(lua_State *L, int map, const char *module, int mod) {
+  if (lua_type(L, mod) != LUA_TTABLE) return;
+  name_entry(L, map, mod, module, NULL);
+  lua_pushnil(L);
+  while (lua_next(L, mod)) {
+    int t = lua_type(L, -1);
+    if (lua_type(L, -2) == LUA_TSTRING &&
+        (lua_iscfunction(L, -1) || t == LUA_TUSERDATA))
+      name_entry(L, map, lua_absindex(L, -1), module, lua_tostring(L, -2));
+    lua_pop(L, 1);
+  }
+}
+
+static void build_names(lua_State *L) {
+  lua_newtable(L); /* the map */
+  int map = lua_gettop(L);
+  lua_pushinteger(L, count_loaded(L));
+  lua_setfield(L, map, "\1count");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  int loaded = lua_gettop(L);
+  lua_getfield(L, loaded, "_G"); /* globals first: print is _G.print */
+  index_module(L, map, "_G", lua_gettop(L));
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    if (lua_type(L, -2) == LUA_TSTRING)
+      index_module(L, map, lua_tostring(L, -2), lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, map);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &names_key);
+}
+
+/* Makes sure the name map is on the stack (at e->names); with `fresh`,
+** rebuilds it unless it was already rebuilt during this encode. */
+static void need_names(enc *e, int fresh) {
+  lua_State *L = e->L;
+  if (e->names != 0 && (!fresh || e->names_fresh)) return;
+  if (e->names == 0 && !fresh) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &names_key) == LUA_TTABLE) {
+      lua_getfield(L, -1, "\1count");
+      int stale = lua_tointeger(L, -1) != count_loaded(L);
+      lua_pop(L, 1);
+      if (!stale) {
+        e->names = lua_gettop(L);
+        return;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  build_names(L);
+  if (e->names != 0) {
+    lua_replace(L, e->names);
+  } else {
+    e->names = lua_gettop(L);
+  }
+  e->names_fresh = 1;
+}
+
+/* If the value at idx has a name, writes T_NAMED and returns 1. */
+static int put_named(enc *e, int idx, int fresh) {
+  lua_State *L = e->L;
+  need_names(e, fresh);
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->names) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  size_t len;
+  const char *s;
+  put_byte(e, T_NAMED);
+  lua_rawgeti(L, -1, 1);
+  s = lua_tolstring(L, -1, &len);
+  put_str(e, s, len);
+  lua_pop(L, 1);
+  if (lua_rawgeti(L, -1, 2) == LUA_TSTRING) {
+    s = lua_tolstring(L, -1, &len);
+    put_str(e, s, len);
+  } else {
+    put_byte(e, T_NIL);
+  }
+  lua_pop(L, 2);
+  return 1;
+}
+
+/* A table or function seen before becomes a back reference. */
+static int put_ref(enc *e, const void *p) {
+  slot *s = map_find(&e->s->seen, p, e->s->gen);
+  if (s == NULL) return 0;
+  e->s->buf[s->flagpos] |= F_MARKED;
+  e->has_refs = 1;
+  put_byte(e, T_REF);
+  put_u32(e, s->id);
+  return 1;
+}
+
+static void remember(enc *e, const void *p, size_t flagpos) {
+  if (!map_put(&e->s->seen, e->s->gen, p, e->next_id++, 0, flagpos))
+    enc_oom(e);
+}
+
+static int is_registered_meta(lua_State *L, int idx) {
+  if (lua_getfield(L, idx, "__name") != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushvalue(L, -1);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  int same = lua_rawequal(L, -1, idx);
+  lua_pop(L, 1);
+  if (!same) lua_pop(L, 1);
+  return same; /* leaves the name on the stack when true */
+}
+
+static void encode_table(enc *e, int idx) {
+  lua_State *L = e->L;
+  const void *p = lua_topointer(L, idx);
+  if (put_ref(e, p)) return;
+  lua_pushglobaltable(L);
+  int is_g = lua_rawequal(L, -1, idx);
+  lua_pop(L, 1);
+  if (is_g) {
+    put_byte(e, T_GLOBALS);
+    return;
+  }
+  if (put_named(e, idx, 0)) return;
+
+  luaL_checkstack(L, 6, "copying a table");
+  put_byte(e, T_TABLE);
+  size_t flagpos = e->s->len;
+  put_byte(e, 0);
+  remember(e, p, flagpos);
+  lua_Integer narr = (lua_Integer)lua_rawlen(L, idx);
+  if (narr > UINT32_MAX) narr = 0;
+  size_t hdr = e->s->len;
+  put_u32(e, (uint32_t)narr);
+  put_u32(e, 0);
+  for (lua_Integer i = 1; i <= narr; i++) {
+    lua_rawgeti(L, idx, i);
+    push_seg(e, SEG_INDEX, (int)i, NULL);
+    encode(e, lua_gettop(L));
+    e->depth--;
+    lua_pop(L, 1);
+  }
+  uint32_t nhash = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int key = lua_gettop(L) - 1;
+    if (narr > 0 && lua_isinteger(L, key)) {
+      lua_Integer k = lua_tointeger(L, key);
+      if (k >= 1 && k <= narr) {
+        lua_pop(L, 1);
+        continue;
+      }
+    }
+    push_seg(e, SEG_KEYOF, 0, NULL);
+    encode(e, key);
+    e->s->path[e->depth - 1].kind = SEG_KEY;
+    e->s->path[e->depth - 1].idx = key;
+    encode(e, key + 1);
+    e->depth--;
+    lua_pop(L, 1);
+    nhash++;
+  }
+  memcpy(e->s->buf + hdr + sizeof(uint32_t), &nhash, sizeof nhash);
+  if (lua_getmetatable(L, idx)) {
+    int mt = lua_gettop(L);
+    e->s->buf[flagpos] |= F_META;
+    if (is_registered_meta(L, mt)) {
+      size_t len;
+      const char *name = lua_tolstring(L, -1, &len);
+      put_byte(e, T_REGMETA);
+      put_str(e, name, len);
+      lua_pop(L, 1);
+    } else {
+      push_seg(e, SEG_META, 0, NULL);
+      encode(e, mt);
+      e->depth--;
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
+  (void)L;
+  put((enc *)ud, p, sz);
+  return 0;
+}
+
+static void encode_function(enc *e, int idx) {
+  lua_State *L = e->L;
+  const void *p = lua_topointer(L, idx);
+  if (put_ref(e, p)) return;
+  if (lua_iscfunction(L, idx)) {
+    if (put_named(e, idx, 0) || put_named(e, idx, 1)) return;
+    fail(e, "cannot copy %s", "a C function that is not in package.loaded");
+  }
+  luaL_checkstack(L, 4, "copying a function");
+  lua_Debug ar;
+  lua_pushvalue(L, idx);
+  lua_getinfo(L, ">u", &ar);
+  put_byte(e, T_FUNC);
+  size_t flagpos = e->s->len;
+  put_byte(e, 0);
+  remember(e, p, flagpos);
+  put_u32(e, ar.nups);
+  size_t lenpos = e->s->len;
+  put_u32(e, 0);
+  lua_pushvalue(L, idx);
+  lua_dump(L, dump_writer, e, 0);
+  lua_pop(L, 1);
+  uint32_t len = (uint32_t)(e->s->len - lenpos - sizeof(uint32_t));
+  memcpy(e->s->buf + lenpos, &len, sizeof len);
+  uint32_t fid = e->next_id - 1;
+  for (int i = 1; i <= ar.nups; i++) {
+    const void *uid = lua_upvalueid(L, idx, i);
+    slot *s = map_find(&e->s->upvals, uid, e->s->gen);
+    if (s != NULL) { /* shared with a function copied before */
+      e->s->buf[s->flagpos] |= F_MARKED;
+      e->has_refs = 1;
+      put_byte(e, UP_JOIN);
+      put_u32(e, s->id);
+      put_u32(e, s->aux);
+      continue;
+    }
+    if (!map_put(&e->s->upvals, e->s->gen, uid, fid, (uint32_t)i, flagpos))
+      enc_oom(e);
+    put_byte(e, UP_VALUE);
+    const char *name = lua_getupvalue(L, idx, i);
+    push_seg(e, SEG_UPVALUE, i, name ? name : "?");
+    encode(e, lua_gettop(L));
+    e->depth--;
+    lua_pop(L, 1);
+  }
+}
+
+static void encode_object(enc *e, loom_object *o) {
+  scratch *s = e->s;
+  if (s->nobjs == s->objcap) {
+    int ncap = s->objcap ? s->objcap * 2 : 8;
+    loom_object **n = (loom_object **)realloc(s->objs, ncap * sizeof *n);
+    if (n == NULL) enc_oom(e);
+    s->objs = n;
+    s->objcap = ncap;
+  }
+  s->objs[s->nobjs] = o;
+  put_byte(e, T_OBJ);
+  put_u32(e, (uint32_t)s->nobjs++);
+}
+
+static void encode(enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: put_byte(e, T_NIL); break;
+    case LUA_TBOOLEAN: put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        if (i >= -128 && i <= 127) {
+          unsigned char b[2] = {T_INT8, (unsigned char)(signed char)i};
+          put(e, b, 2);
+        } else {
+          put_byte(e, T_INT);
+          put(e, &i, sizeof i);
+        }
+      } else {
+        lua_Number n = lua_tonumber(L, idx);
+        put_byte(e, T_FLOAT);
+        put(e, &n, sizeof n);
+      }
+      break;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      put_str(e, s, len);
+      break;
+    }
+    case LUA_TTABLE:
+      encode_table(e, idx);
+      break;
+    case LUA_TFUNCTION:
+      encode_function(e, idx);
+      break;
+    case LUA_TUSERDATA: {
+      loom_object *o = loom__to_any_object(L, idx);
+      if (o != NULL) {
+        encode_object(e, o);
+        break;
+      }
+      if (put_named(e, idx, 0) || put_named(e, idx, 1)) break;
+      const char *tn = luaL_typename(L, idx);
+      if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+        lua_pushfstring(L, "userdata (%s)", lua_tostring(L, -1));
+        tn = lua_tostring(L, -1);
+      }
+      fail(e, "cannot copy %s", tn);
+      break;
+    }
+    case LUA_TLIGHTUSERDATA: fail(e, "cannot copy %s", "light userdata");
+      break;
+    case LUA_TTHREAD: fail(e, "cannot copy %s", "a coroutine"); break;
+    default: fail(e, "cannot copy %s", luaL_typename(L, idx));
+  }
+}
+
+/* Runs the encoder over n values; returns the finished message. */
+static loom_msg *encode_values(lua_State *L, int first, int n,
+                               const char *what, int numbered) {
+  first = lua_absindex(L, first);
+  int top = lua_gettop(L);
+  enc e = {L, NULL, what, 0, 0, 0, 0, 0, 0};
+  e.s = acquire_scratch(L);
+  for (int i = 0; i < n; i++) {
+    e.root = numbered ? i + 1 : 0;
+    encode(&e, first + i);
+  }
+  scratch *s = e.s;
+  size_t total = s->len + (size_t)s->nobjs * sizeof(loom_object *);
+  loom_msg *m = (loom_msg *)malloc(total);
+  if (m == NULL) enc_oom(&e);
+  memcpy(m->data, s->buf + sizeof(loom_msg), s->len - sizeof(loom_msg));
+  m->len = s->len - sizeof(loom_msg);
+  m->count = n;
+  m->nobjs = s->nobjs;
+  m->has_refs = e.has_refs;
+  loom_object **refs = (loom_object **)(m->data + m->len);
+  for (int i = 0; i < s->nobjs; i++) {
+    refs[i] = s->objs[i];
+    loom__retain(refs[i]);
+  }
+  release_scratch(s);
+  lua_settop(L, top);
+  return m;
+}
+
+loom_msg *loom__encode(lua_State *L, int first, int n, const char *what) {
+  return encode_values(L, first, n, what, 1);
+}
+
+int loom__msg_count(const loom_msg *m) {
+  return m->count;
+}
+
+size_t loom__msg_size(const loom_msg *m) {
+  return sizeof *m + m->len + (size_t)m->nobjs * sizeof(loom_object *);
+}
+
+void loom__msg_free(loom_msg *m) {
+  if (m == NULL) return;
+  loom_object **refs = (loom_object **)(m->data + m->len);
+  for (int i = 0; i < m->nobjs; i++) loom__release(refs[i]);
+  free(m);
+}
+
+/* ------------------------------------------------------------------ */
+/* decoder                                                              */
+
+typedef struct dec {
+  lua_State *L;
+  const loom_msg *m;
+  const unsigned char *p, *end;
+  int refs;       /* stack index of id -> value, when m->has_refs */
+  uint32_t next_id;
+} dec;
+
+static uint32_t get_u32(dec *d) {
+  uint32_t v;
+  memcpy(&v, d->p, sizeof v);
+  d->p += sizeof v;
+  return v;
+}
+
+static const char *get_str(dec *d, size_t *len) {
+  unsigned char tag = *d->p++;
+  if (tag == T_NIL) return NULL;
+  if (tag == T_SSTR) {
+    *len = *d->p++;
+  } else {
+    memcpy(len, d->p, sizeof *len);
+    d->p += sizeof *len;
+  }
+  const char *s = (const char *)d->p;
+  d->p += *len;
+  return s;
+}
+
+static void decode(dec *d);
+
+static void keep_ref(dec *d, unsigned char flags, uint32_t id) {
+  if (flags & F_MARKED) {
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->refs, (lua_Integer)id + 1);
+  }
+}
+
+static void decode_table(dec *d) {
+  lua_State *L = d->L;
+  unsigned char flags = *d->p++;
+  uint32_t id = d->next_id++;
+  uint32_t narr = get_u32(d), nhash = get_u32(d);
+  luaL_checkstack(L, 4, "copying a table");
+  lua_createtable(L, (int)narr, (int)nhash);
+  keep_ref(d, flags, id);
+  int t = lua_gettop(L);
+  for (uint32_t i = 1; i <= narr; i++) {
+    decode(d);
+    lua_rawseti(L, t, i);
+  }
+  for (uint32_t i = 0; i < nhash; i++) {
+    decode(d);
+    decode(d);
+    lua_rawset(L, t);
+  }
+  if (flags & F_META) {
+    decode(d);
+    lua_setmetatable(L, t);
+  }
+}
+
+typedef struct reader_state {
+  const char *p;
+  size_t n;
+} reader_state;
+
+static const char *bytes_reader(lua_State *L, void *ud, size_t *size) {
+  reader_state *r = (reader_state *)ud;
+  (void)L;
+  *size = r->n;
+  r->n = 0;
+  return *size ? r->p : NULL;
+}
+
+static void decode_function(dec *d) {
+  lua_State *L = d->L;
+  unsigned char flags = *d->p++;
+  uint32_t id = d->next_id++;
+  uint32_t nups = get_u32(d), len = get_u32(d);
+  reader_state r = {(const char *)d->p, len};
+  d->p += len;
+  luaL_checkstack(L, 4, "copying a function");
+  if (lua_load(L, bytes_reader, &r, "=copied function", "b") != LUA_OK)
+    lua_error(L);
+  keep_ref(d, flags, id);
+  int f = lua_gettop(L);
+  for (uint32_t i = 1; i <= nups; i++) {
+    if (*d->p++ == UP_JOIN) { /* share the upvalue of a copied function */
+      uint32_t other = get_u32(d), n = get_u32(d);
+      lua_rawgeti(L, d->refs, (lua_Integer)other + 1);
+      lua_upvaluejoin(L, f, (int)i, -1, (int)n);
+      lua_pop(L, 1);
+    } else {
+      decode(d);
+      lua_setupvalue(L, f, (int)i);
+    }
+  }
+}
+
+static void push_named(dec *d) {
+  lua_State *L = d->L;
+  size_t mlen = 0, flen = 0;
+  const char *module = get_str(d, &mlen);
+  const char *field = get_str(d, &flen);
+  luaL_checkstack(L, 4, "copying a named value");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushlstring(L, module, mlen);
+  if (lua_rawget(L, -2) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushlstring(L, module, mlen);
+    lua_call(L, 1, 1);
+  }
+  lua_remove(L, -2);
+  if (field != NULL) {
+    lua_pushlstring(L, field, flen);
+    lua_gettable(L, -2);
+    lua_remove(L, -2);
+  }
+}
+
+static void decode(dec *d) {
+  lua_State *L = d->L;
+  unsigned char tag = *d->p++;
+  switch (tag) {
+    case T_NIL: lua_pushnil(L); break;
+    case T_FALSE: lua_pushboolean(L, 0); break;
+    case T_TRUE: lua_pushboolean(L, 1); break;
+    case T_INT8: lua_pushinteger(L, (signed char)*d->p++); break;
+    case T_INT: {
+      lua_Integer i;
+      memcpy(&i, d->p, sizeof i);
+      d->p += sizeof i;
+      lua_pushinteger(L, i);
+      break;
+    }
+    case T_FLOAT: {
+      lua_Number n;
+      memcpy(&n, d->p, sizeof n);
+      d->p += sizeof n;
+      lua_pushnumber(L, n);
+      break;
+    }
+    case T_SSTR: case T_STR: {
+      size_t len;
+      d->p--;
+      const char *s = get_str(d, &len);
+      lua_pushlstring(L, s, len);
+      break;
+    }
+    case T_TABLE: decode_table(d); break;
+    case T_FUNC: decode_function(d); break;
+    case T_REF: lua_rawgeti(L, d->refs, (lua_Integer)get_u32(d) + 1); break;
+    case T_GLOBALS: lua_pushglobaltable(L); break;
+    case T_NAMED: push_named(d); break;
+    case T_REGMETA: {
+      size_t len = 0;
+      const char *name = get_str(d, &len);
+      lua_pushlstring(L, name, len);
+      if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TNIL) {
+        lua_pop(L, 1);
+        luaL_requiref(L, "loom.core", luaopen_loom_core, 0);
+        lua_pop(L, 1);
+        lua_pushlstring(L, name, len);
+        if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TNIL)
+          luaL_error(L, "metatable '%s' is not registered in this state",
+                     lua_tostring(L, -2));
+      }
+      break;
+    }
+    case T_OBJ: {
+      loom_object *const *refs =
+          (loom_object *const *)(d->m->data + d->m->len);
+      loom__push_object(L, refs[get_u32(d)]);
+      break;
+    }
+    default: luaL_error(L, "corrupt loom message (tag %d)", tag);
+  }
+}
+
+int loom__decode(lua_State *L, const loom_msg *m) {
+  dec d = {L, m, m->data, m->data + m->len, 0, 0};
+  luaL_checkstack(L, m->count + 2, "too many values to copy");
+  if (m->has_refs) {
+    lua_newtable(L);
+    d.refs = lua_gettop(L);
+  }
+  for (int i = 0; i < m->count; i++) decode(&d);
+  if (d.refs) lua_remove(L, d.refs);
+  return m->count;
+}
+
+/* ------------------------------------------------------------------ */
+/* single values for hot paths                                          */
+
+enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG };
+
+int loom__value_isnil(const loom_value *v) {
+  return v->u.s.tag == V_NIL;
+}
+
+void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: v->u.x.tag = V_NIL; return;
+    case LUA_TBOOLEAN: v->u.x.tag = lua_toboolean(L, idx) ? V_TRUE : V_FALSE;
+      return;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        v->u.x.tag = V_INT;
+        v->u.x.v.i = lua_tointeger(L, idx);
+      } else {
+        v->u.x.tag = V_FLOAT;
+        v->u.x.v.n = lua_tonumber(L, idx);
+      }
+      return;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      if (len <= LOOM_INLINE_STR) {
+        v->u.s.tag = V_ISTR;
+        v->u.s.len = (uint8_t)len;
+        memcpy(v->u.s.bytes, s, len);
+      } else {
+        char *p = (char *)malloc(len);
+        if (p == NULL) luaL_error(L, "not enough memory to copy %s", what);
+        memcpy(p, s, len);
+        v->u.x.tag = V_HSTR;
+        v->u.x.v.p = p;
+        v->u.x.len = len;
+      }
+      return;
+    }
+    case LUA_TUSERDATA: {
+      loom_object *o = loom__to_any_object(L, idx);
+      if (o != NULL) {
+        loom__retain(o);
+        v->u.x.tag = V_OBJ;
+        v->u.x.v.p = o;
+        return;
+      }
+      break;
+    }
+    default: break;
+  }
+  loom_msg *m = encode_values(L, idx, 1, what, 0);
+  v->u.x.tag = V_MSG;
+  v->u.x.v.p = m;
+}
+
+void loom__value_push(lua_State *L, const loom_value *v) {
+  switch (v->u.s.tag) {
+    case V_NIL: lua_pushnil(L); break;
+    case V_FALSE: lua_pushboolean(L, 0); break;
+    case V_TRUE: lua_pushboolean(L, 1); break;
+    case V_INT: lua_pushinteger(L, v->u.x.v.i); break;
+    case V_FLOAT: lua_pushnumber(L, v->u.x.v.n); break;
+    case V_ISTR: lua_pushlstring(L, v->u.s.bytes, v->u.s.len); break;
+    case V_HSTR: lua_pushlstring(L, (const char *)v->u.x.v.p, v->u.x.len);
+      break;
+    case V_OBJ: loom__push_object(L, (loom_object *)v->u.x.v.p); break;
+    default: loom__decode(L, (const loom_msg *)v->u.x.v.p); break;
+  }
+}
+
+void loom__value_free(loom_value *v) {
+  switch (v->u.s.tag) {
+    case V_HSTR: free(v->u.x.v.p); break;
+    case V_OBJ: loom__release((loom_object *)v->u.x.v.p); break;
+    case V_MSG: loom__msg_free((loom_msg *)v->u.x.v.p); break;
+    default: break;
+  }
+  v->u.x.tag = V_NIL;
+}

@@ -1,0 +1,63 @@
+-- Shared by the specs: paths, running Lua snippets in a child process,
+-- and joining every thread a spec started.
+local helpers = {}
+
+helpers.build = os.getenv("LOOM_BUILD") or "build"
+helpers.lua = "lua5.4"
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- Runs `code` in a fresh lua5.4 that can require loom; returns its
+-- stdout+stderr and exit status. Used for exit-time behaviour.
+function helpers.run_lua(code, timeout)
+  local prelude = string.format(
+    "package.cpath='./%s/?.so;'..package.cpath;" ..
+    "package.path='./lua/?.lua;./lua/?/init.lua;'..package.path;",
+    helpers.build)
+  local f = os.tmpname()
+  local fh = assert(io.open(f, "w"))
+  fh:write(prelude, "\n", code)
+  fh:close()
+  local cmd = string.format("timeout %d %s %s 2>&1", timeout or 60,
+                            helpers.lua, shell_quote(f))
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local ok, _, status = p:close()
+  os.remove(f)
+  return out, ok and 0 or status
+end
+
+-- Runs a file (an example) with the test build; returns output, status.
+function helpers.run_file(path, args, timeout)
+  local cmd = string.format(
+    "LUA_CPATH='./%s/?.so;;' LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' timeout %d %s %s %s 2>&1",
+    helpers.build, timeout or 120, helpers.lua, path, args or "")
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local ok, _, status = p:close()
+  return out, ok and 0 or status
+end
+
+-- Threads started through helpers.spawn are joined by helpers.join_all,
+-- which each spec calls in after_each.
+local started = {}
+function helpers.spawn(...)
+  local loom = require "loom"
+  local t = loom.thread(...)
+  started[#started + 1] = t
+  return t
+end
+
+function helpers.join_all(timeout)
+  for i, t in ipairs(started) do
+    if not t:join(timeout or 30) then
+      t:cancel()
+      t:join(5)
+    end
+    started[i] = nil
+  end
+end
+
+return helpers

@@ -1,0 +1,21 @@
+-- Runs the busted suite against the build in $LOOM_BUILD (default build/)
+-- and ends with the line "N passed, N failed" that CI reads.
+local build = os.getenv("LOOM_BUILD") or "build"
+local args = table.concat(arg, " ")
+-- paths come from .busted, which reads LOOM_BUILD
+local cmd = string.format("LOOM_BUILD=%s busted --lua=lua5.4 -o utfTerminal %s 2>&1",
+  build, args ~= "" and args or "spec")
+local p = assert(io.popen(cmd))
+local passed, failed, seen = 0, 0, false
+for line in p:lines() do
+  print(line)
+  local s, f, e = line:match("(%d+) successe?s? / (%d+) failures? / (%d+) errors?")
+  if s then
+    passed, failed, seen = tonumber(s), tonumber(f) + tonumber(e), true
+  end
+end
+local ok, how, code = p:close()
+if not seen then failed = failed + 1 end
+if not ok and failed == 0 then failed = 1 end
+print(string.format("%d passed, %d failed", passed, failed))
+os.exit(failed == 0 and 0 or 1)
