@@ -62,6 +62,9 @@ LOOM_API int luaopen_loom_core(lua_State *L) {
   lua_newtable(L);
   loom__open_error(L);
   loom__open_thread(L);
+  loom__open_sync(L);
+  loom__open_shared(L);
+  loom__open_queue(L);
   lua_pushcfunction(L, l_now);
   lua_setfield(L, -2, "now");
   lua_pushliteral(L, LOOM_VERSION);
