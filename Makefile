@@ -38,7 +38,7 @@ $(SO): $(OBJS)
 
 # Runs the whole spec suite against $(BUILD).
 test: $(SO)
-	LOOM_BUILD=$(BUILD) $(LUA) spec/run.lua
+	LOOM_BUILD=$(BUILD) $(LUA) spec/run.lua $(SPEC)
 
 demo: $(SO)
 	LOOM_BUILD=$(BUILD) $(LUA) examples/run_all.lua
@@ -48,14 +48,14 @@ asan:
 	  LDFLAGS="-fsanitize=address,undefined" build-asan/loom/core.so
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  LOOM_BUILD=build-asan $(LUA) spec/run.lua
+	  LOOM_BUILD=build-asan $(LUA) spec/run.lua $(SPEC)
 
 tsan:
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
 	  build-tsan/loom/core.so
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 report_signal_unsafe=0" \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" \
-	  LOOM_BUILD=build-tsan LOOM_SANITIZER=tsan $(LUA) spec/run.lua
+	  LOOM_BUILD=build-tsan LOOM_SANITIZER=tsan $(LUA) spec/run.lua $(SPEC)
 
 bench: $(SO)
 	LOOM_BUILD=$(BUILD) $(LUA) bench/run.lua

@@ -1,0 +1,21 @@
+-- Runs every examples/NN_name.lua as a user would and checks its output
+-- with spec/example_checks/NN_name.lua, which returns
+-- function(output, status) that asserts what the example must print.
+local helpers = require "helpers"
+
+local p = assert(io.popen("ls examples/[0-9][0-9]_*.lua 2>/dev/null"))
+local files = {}
+for f in p:lines() do files[#files + 1] = f end
+p:close()
+
+describe("examples", function()
+  for _, file in ipairs(files) do
+    local name = file:match("examples/(.-)%.lua$")
+    it(name .. " runs and prints what it should", function()
+      local out, status = helpers.run_file(file)
+      local ok, check = pcall(require, "example_checks." .. name)
+      assert.is_true(ok, "no checker spec/example_checks/" .. name .. ".lua")
+      check(out, status)
+    end)
+  end
+end)
