@@ -61,6 +61,7 @@ LOOM_API int luaopen_loom_core(lua_State *L) {
   luaL_checkversion(L);
   lua_newtable(L);
   loom__open_error(L);
+  loom__open_transfer(L);
   loom__open_thread(L);
   loom__open_sync(L);
   loom__open_shared(L);

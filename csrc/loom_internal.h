@@ -211,6 +211,7 @@ void loom__config_hook(loom_state_hook *fn, void **ud);
 
 /* Per-file openers, called by luaopen_loom_core with the module table on
 ** top: each registers its classes and adds its functions. */
+void loom__open_transfer(lua_State *L); /* loom.copy */
 void loom__open_thread(lua_State *L);
 void loom__open_sync(lua_State *L);   /* sync.c: Lock, RLock, Condition... */
 void loom__open_shared(lua_State *L); /* shared.c: loom.shared */

@@ -30,7 +30,9 @@ enum {
   T_GLOBALS, /* the sender's global table: the receiver's */
   T_NAMED,   /* module, field: package.loaded[module][field] */
   T_REGMETA, /* name: registry[name] (luaL_newmetatable) */
-  T_OBJ      /* u32 index into refs */
+  T_OBJ,     /* u32 index into refs */
+  T_SSTRK,   /* a T_SSTR that is referenced again later: keep it */
+  T_SREF     /* u32 n: the n-th short string of the message again */
 };
 enum { F_MARKED = 1, F_META = 2 };
 enum { UP_VALUE, UP_JOIN };
@@ -77,15 +79,16 @@ typedef struct scratch {
   ptrmap seen, upvals;
   uint32_t gen;
   int busy;
+  /* recently written short strings (interned: same pointer, same string) */
+  struct { const char *p; uint32_t gen, n; size_t tagpos; } strs[256];
   path_seg path[MAX_DEPTH + 2];
 } scratch;
 
+/* Objects that Lua allocates one after another sit close together;
+** keeping their slots close too makes probing cache-friendly. */
 static size_t hashp(const void *p) {
-  uintptr_t x = (uintptr_t)p;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  return (size_t)x;
+  uintptr_t x = (uintptr_t)p >> 4;
+  return (size_t)(x ^ (x >> 20));
 }
 
 static slot *map_find(ptrmap *m, const void *key, uint32_t gen) {
@@ -177,6 +180,7 @@ ready:
     if (s->seen.slots) memset(s->seen.slots, 0, s->seen.cap * sizeof(slot));
     if (s->upvals.slots)
       memset(s->upvals.slots, 0, s->upvals.cap * sizeof(slot));
+    memset(s->strs, 0, sizeof s->strs);
     s->gen = 1;
   }
   map_reset(&s->seen);
@@ -213,7 +217,11 @@ typedef struct enc {
   int names;      /* stack index of the name map, 0 until needed */
   int names_fresh;
   int has_refs;
+  int seeded;     /* package.loaded tables and _G are in the seen map */
+  uint32_t nstr;  /* short strings written so far */
 } enc;
+
+#define NAMED_POS ((size_t)-1) /* flagpos of a seeded table */
 
 static void enc_oom(enc *e) {
   e->s->busy = 0;
@@ -243,6 +251,28 @@ static inline void put_byte(enc *e, unsigned char b) {
 
 static inline void put_u32(enc *e, uint32_t v) {
   put(e, &v, sizeof v);
+}
+
+/* Short strings (interned by Lua, so equal pointers mean equal strings)
+** that repeat, like the keys of many records, are written once; the
+** decoder then fetches them instead of interning them again. */
+static void put_short_str(enc *e, const char *str, size_t len) {
+  scratch *s = e->s;
+  size_t h = ((uintptr_t)str >> 4) & 255;
+  if (s->strs[h].p == str && s->strs[h].gen == s->gen) {
+    s->buf[s->strs[h].tagpos] = T_SSTRK;
+    e->has_refs = 1;
+    put_byte(e, T_SREF);
+    put_u32(e, s->strs[h].n);
+    return;
+  }
+  s->strs[h].p = str;
+  s->strs[h].gen = s->gen;
+  s->strs[h].n = e->nstr++;
+  s->strs[h].tagpos = s->len;
+  unsigned char hdr[2] = {T_SSTR, (unsigned char)len};
+  put(e, hdr, 2);
+  put(e, str, len);
 }
 
 static void put_str(enc *e, const char *str, size_t len) {
@@ -461,10 +491,44 @@ static int put_named(enc *e, int idx, int fresh) {
   return 1;
 }
 
-/* A table or function seen before becomes a back reference. */
-static int put_ref(enc *e, const void *p) {
+static int put_named(enc *e, int idx, int fresh);
+
+/* Puts _G and the module tables of package.loaded in the seen map, so
+** that the one probe a table needs anyway also finds them. */
+static void seed_named(enc *e) {
+  lua_State *L = e->L;
+  e->seeded = 1;
+  lua_pushglobaltable(L);
+  if (!map_put(&e->s->seen, e->s->gen, lua_topointer(L, -1), 0, 0, NAMED_POS))
+    enc_oom(e);
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    const void *p = lua_topointer(L, -1);
+    if (lua_istable(L, -1) && !map_find(&e->s->seen, p, e->s->gen) &&
+        !map_put(&e->s->seen, e->s->gen, p, 0, 0, NAMED_POS))
+      enc_oom(e);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* A table or function seen before becomes a back reference; _G and
+** module tables become their names. */
+static int put_ref(enc *e, int idx, const void *p) {
   slot *s = map_find(&e->s->seen, p, e->s->gen);
   if (s == NULL) return 0;
+  if (s->flagpos == NAMED_POS) {
+    lua_State *L = e->L;
+    lua_pushglobaltable(L);
+    int is_g = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (is_g) put_byte(e, T_GLOBALS);
+    else if (!put_named(e, idx, 0) && !put_named(e, idx, 1))
+      fail(e, "cannot copy %s", "a module table that is not in the name map");
+    return 1;
+  }
   e->s->buf[s->flagpos] |= F_MARKED;
   e->has_refs = 1;
   put_byte(e, T_REF);
@@ -493,15 +557,8 @@ static int is_registered_meta(lua_State *L, int idx) {
 static void encode_table(enc *e, int idx) {
   lua_State *L = e->L;
   const void *p = lua_topointer(L, idx);
-  if (put_ref(e, p)) return;
-  lua_pushglobaltable(L);
-  int is_g = lua_rawequal(L, -1, idx);
-  lua_pop(L, 1);
-  if (is_g) {
-    put_byte(e, T_GLOBALS);
-    return;
-  }
-  if (put_named(e, idx, 0)) return;
+  if (!e->seeded) seed_named(e);
+  if (put_ref(e, idx, p)) return;
 
   luaL_checkstack(L, 6, "copying a table");
   put_byte(e, T_TABLE);
@@ -568,7 +625,7 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
 static void encode_function(enc *e, int idx) {
   lua_State *L = e->L;
   const void *p = lua_topointer(L, idx);
-  if (put_ref(e, p)) return;
+  if (put_ref(e, idx, p)) return;
   if (lua_iscfunction(L, idx)) {
     if (put_named(e, idx, 0) || put_named(e, idx, 1)) return;
     fail(e, "cannot copy %s", "a C function that is not in package.loaded");
@@ -651,7 +708,10 @@ static void encode(enc *e, int idx) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
-      put_str(e, s, len);
+      if (len <= 40) /* LUAI_MAXSHORTLEN: interned */
+        put_short_str(e, s, len);
+      else
+        put_str(e, s, len);
       break;
     }
     case LUA_TTABLE:
@@ -687,7 +747,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
                                const char *what, int numbered) {
   first = lua_absindex(L, first);
   int top = lua_gettop(L);
-  enc e = {L, NULL, what, 0, 0, 0, 0, 0, 0};
+  enc e = {L, NULL, what, 0, 0, 0, 0, 0, 0, 0, 0};
   e.s = acquire_scratch(L);
   for (int i = 0; i < n; i++) {
     e.root = numbered ? i + 1 : 0;
@@ -739,7 +799,9 @@ typedef struct dec {
   const loom_msg *m;
   const unsigned char *p, *end;
   int refs;       /* stack index of id -> value, when m->has_refs */
+  int strs;       /* stack index of n -> kept short string */
   uint32_t next_id;
+  uint32_t nstr;
 } dec;
 
 static uint32_t get_u32(dec *d) {
@@ -878,7 +940,23 @@ static void decode(dec *d) {
       lua_pushnumber(L, n);
       break;
     }
-    case T_SSTR: case T_STR: {
+    case T_SSTR: {
+      size_t len = *d->p++;
+      lua_pushlstring(L, (const char *)d->p, len);
+      d->p += len;
+      d->nstr++;
+      break;
+    }
+    case T_SSTRK: {
+      size_t len = *d->p++;
+      lua_pushlstring(L, (const char *)d->p, len);
+      d->p += len;
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, d->strs, (lua_Integer)d->nstr++ + 1);
+      break;
+    }
+    case T_SREF: lua_rawgeti(L, d->strs, (lua_Integer)get_u32(d) + 1); break;
+    case T_STR: {
       size_t len;
       d->p--;
       const char *s = get_str(d, &len);
@@ -916,14 +994,19 @@ static void decode(dec *d) {
 }
 
 int loom__decode(lua_State *L, const loom_msg *m) {
-  dec d = {L, m, m->data, m->data + m->len, 0, 0};
-  luaL_checkstack(L, m->count + 2, "too many values to copy");
+  dec d = {L, m, m->data, m->data + m->len, 0, 0, 0, 0};
+  luaL_checkstack(L, m->count + 3, "too many values to copy");
   if (m->has_refs) {
     lua_newtable(L);
     d.refs = lua_gettop(L);
+    lua_newtable(L);
+    d.strs = lua_gettop(L);
   }
   for (int i = 0; i < m->count; i++) decode(&d);
-  if (d.refs) lua_remove(L, d.refs);
+  if (d.refs) {
+    lua_remove(L, d.refs);
+    lua_remove(L, d.refs);
+  }
   return m->count;
 }
 
@@ -1007,4 +1090,34 @@ void loom__value_free(loom_value *v) {
     default: break;
   }
   v->u.x.tag = V_NIL;
+}
+
+/* loom.copy(...): the values copied as if sent to another thread. The
+** message lives in a box with a __gc so an error while decoding (a module
+** that cannot be required) does not leak it. */
+static int msgbox_gc(lua_State *L) {
+  loom_msg **box = (loom_msg **)lua_touserdata(L, 1);
+  loom__msg_free(*box);
+  *box = NULL;
+  return 0;
+}
+
+static int l_copy(lua_State *L) {
+  int n = lua_gettop(L);
+  loom_msg **box = (loom_msg **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, msgbox_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  *box = loom__encode(L, 1, n, "args");
+  int count = loom__decode(L, *box);
+  loom__msg_free(*box);
+  *box = NULL;
+  return count;
+}
+
+void loom__open_transfer(lua_State *L) {
+  lua_pushcfunction(L, l_copy);
+  lua_setfield(L, -2, "copy");
 }
