@@ -172,6 +172,19 @@ int loom__opt_deadline(lua_State *L, int idx, struct timespec *ts);
 int loom__wait(loom_object *owner, pthread_cond_t *cv, pthread_mutex_t *mu,
                const struct timespec *deadline);
 
+/* Spins (with a CPU pause) for at most `seconds` until *flag is non-zero;
+** returns its value. For the short waits where sleeping and being woken
+** costs more than the wait itself; callers then fall back to loom__wait. */
+int loom__spin_until(atomic_int *flag, double seconds);
+
+#if defined(__x86_64__) || defined(__i386__)
+#define LOOM_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define LOOM_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define LOOM_CPU_RELAX() ((void)0)
+#endif
+
 /* Whether the calling thread has been cancelled (a cheap atomic load). */
 int loom__cancel_requested(void);
 /* Raises the cancellation error; call with no mutex held. */

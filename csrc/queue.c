@@ -1,8 +1,1086 @@
 /*
-** queue.c: placeholder, filled in by its issue.
+** queue.c: loom.Queue, LifoQueue, PriorityQueue, SimpleQueue and
+** loom.select, shared between threads by reference.
+**
+** Owns: queue objects (a ring of loom_value slots, or a binary heap for
+** PriorityQueue) and select waiters. Items are encoded (loom__value_set)
+** before any mutex is taken and pushed into Lua (loom__value_push) after
+** it is released: under a mutex a slot is only moved, 24 bytes, so put and
+** get of a scalar or short string never allocate.
+**
+** Locks, in this order and never the other way round:
+**   q->mu   everything in a queue; its condition variables can_get,
+**           can_put and all_done; its list of select waiters.
+**   w->mu   a select waiter's `fired` flag and condition variable. A putter
+**           or close() takes it inside q->mu to fire the waiter; select
+**           itself takes it alone, never with a queue's mutex held.
+**   (the thread registration lock of wait.c sits inside both, as usual)
+** No Lua error is ever raised with either held.
+**
+** Waking: getters, putters and joiners count themselves (under q->mu)
+** before they sleep, and the other side signals only when someone
+** sleeps. Before sleeping, a blocking call spins for a few microseconds
+** on lock-free hints (count, closed) so that a ping-pong between two busy
+** threads never pays for a futex sleep; the spin budget adapts per queue
+** (halved when a spin fails, doubled when it succeeds) and is bounded, so
+** an idle waiter sleeps almost at once.
 */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "loom_internal.h"
 
+enum { K_FIFO, K_LIFO, K_PRIO, K_SIMPLE };
+enum { R_OK, R_EMPTY, R_FULL, R_TIMEOUT, R_CLOSED, R_CANCELLED, R_NOMEM };
+
+#define SPIN_MIN_NS 1000
+#define SPIN_MAX_NS 50000
+#define BATCH 256 /* items moved per lock in put_many / get_many */
+
+typedef struct prio_key {
+  int isint;
+  lua_Integer i;
+  lua_Number n;
+} prio_key;
+
+typedef struct pitem { /* a PriorityQueue heap entry */
+  prio_key key;
+  uint64_t seq; /* insertion order: ties stay FIFO */
+  loom_value v;
+} pitem;
+
+typedef struct selwaiter selwaiter;
+typedef struct selnode {
+  selwaiter *w;
+  struct queue *q;
+  struct selnode *prev, *next; /* q->sel list, under q->mu */
+  int linked;
+} selnode;
+
+struct selwaiter {
+  loom_object obj; /* kept alive for a concurrent canceller (wait.c) */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int fired; /* under mu */
+  int n;
+  selnode nodes[];
+};
+
+typedef struct queue {
+  loom_object obj;
+  int kind;
+  size_t maxsize; /* 0: unbounded */
+  pthread_mutex_t mu;
+  pthread_cond_t can_get, can_put, all_done;
+  /* ring (FIFO, LIFO, Simple): cap is 0 or a power of two */
+  loom_value *ring;
+  size_t cap, head;
+  /* heap (Priority) */
+  pitem *heap;
+  size_t hcap;
+  uint64_t seq;
+  /* written under mu; read without it only as hints for spinning */
+  atomic_size_t count;
+  atomic_int closed;
+  atomic_int spin_ns; /* adaptive spin budget */
+  size_t unfinished; /* task_done bookkeeping */
+  int get_waiters, put_waiters, join_waiters;
+  selnode *sel; /* select waiters on this queue */
+} queue;
+
+static const loom_class fifo_class, lifo_class, prio_class, simple_class;
+static const loom_class selwaiter_class;
+static const char batch_meta[] = "loom.queue.batch";
+
+static int ncpu = 1;
+static atomic_int msg_tag = -1; /* loom_value tag of an encoded loom_msg */
+
+/* ------------------------------------------------------------------ */
+/* small helpers                                                        */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static inline size_t qcount(queue *q) {
+  return atomic_load_explicit(&q->count, memory_order_relaxed);
+}
+
+static inline void set_count(queue *q, size_t n) {
+  atomic_store_explicit(&q->count, n, memory_order_relaxed);
+}
+
+static inline int qclosed(queue *q) {
+  return atomic_load_explicit(&q->closed, memory_order_relaxed);
+}
+
+static inline int is_full(queue *q, size_t n) {
+  return q->maxsize != 0 && n >= q->maxsize;
+}
+
+/* Pushes v into L and frees it. An encoded table is decoded under a
+** protected call so that a decoding error does not leak it. */
+static int push_body(lua_State *L) {
+  loom__value_push(L, (const loom_value *)lua_touserdata(L, 1));
+  return 1;
+}
+
+static void push_item(lua_State *L, loom_value *v) {
+  if (v->u.s.tag != atomic_load_explicit(&msg_tag, memory_order_relaxed)) {
+    loom__value_push(L, v);
+    loom__value_free(v);
+    return;
+  }
+  lua_pushcfunction(L, push_body);
+  lua_pushlightuserdata(L, v);
+  int status = lua_pcall(L, 1, 1, 0);
+  loom__value_free(v);
+  if (status != LUA_OK) lua_error(L);
+}
+
+/* ------------------------------------------------------------------ */
+/* storage, always under q->mu                                          */
+
+static int ring_resize(queue *q, size_t ncap) {
+  loom_value *nr = (loom_value *)malloc(ncap * sizeof *nr);
+  if (nr == NULL) return 0;
+  size_t n = qcount(q), mask = q->cap - 1;
+  for (size_t i = 0; i < n; i++) nr[i] = q->ring[(q->head + i) & mask];
+  free(q->ring);
+  q->ring = nr;
+  q->cap = ncap;
+  q->head = 0;
+  return 1;
+}
+
+static int prio_less(const pitem *a, const pitem *b) {
+  if (a->key.isint && b->key.isint) {
+    if (a->key.i != b->key.i) return a->key.i < b->key.i;
+  } else {
+    lua_Number x = a->key.isint ? (lua_Number)a->key.i : a->key.n;
+    lua_Number y = b->key.isint ? (lua_Number)b->key.i : b->key.n;
+    if (x != y) return x < y;
+  }
+  return a->seq < b->seq;
+}
+
+/* Stores one item; 0 when out of memory (nothing changed). */
+static int store(queue *q, pitem *it) {
+  size_t n = qcount(q);
+  if (q->kind == K_PRIO) {
+    if (n == q->hcap) {
+      size_t ncap = q->hcap ? q->hcap * 2 : 16;
+      pitem *nh = (pitem *)realloc(q->heap, ncap * sizeof *nh);
+      if (nh == NULL) return 0;
+      q->heap = nh;
+      q->hcap = ncap;
+    }
+    it->seq = q->seq++;
+    size_t i = n;
+    while (i > 0) {
+      size_t parent = (i - 1) / 2;
+      if (!prio_less(it, &q->heap[parent])) break;
+      q->heap[i] = q->heap[parent];
+      i = parent;
+    }
+    q->heap[i] = *it;
+  } else {
+    if (n == q->cap && !ring_resize(q, q->cap ? q->cap * 2 : 16)) return 0;
+    q->ring[(q->head + n) & (q->cap - 1)] = it->v;
+  }
+  set_count(q, n + 1);
+  if (q->kind != K_SIMPLE) q->unfinished++;
+  return 1;
+}
+
+/* Moves one item out into *v; the queue must not be empty. */
+static void take(queue *q, loom_value *v) {
+  size_t n = qcount(q) - 1;
+  if (q->kind == K_PRIO) {
+    *v = q->heap[0].v;
+    pitem last = q->heap[n];
+    size_t i = 0;
+    for (;;) {
+      size_t c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && prio_less(&q->heap[c + 1], &q->heap[c])) c++;
+      if (!prio_less(&q->heap[c], &last)) break;
+      q->heap[i] = q->heap[c];
+      i = c;
+    }
+    q->heap[i] = last;
+  } else if (q->kind == K_LIFO) {
+    *v = q->ring[(q->head + n) & (q->cap - 1)];
+  } else {
+    *v = q->ring[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+  }
+  set_count(q, n);
+  if (q->kind != K_PRIO && q->cap > 1024 && n < q->cap / 4)
+    (void)ring_resize(q, q->cap / 2); /* on failure keep the big ring */
+}
+
+/* Fires every select waiter registered on q (q->mu held). */
+static void wake_selectors(queue *q) {
+  for (selnode *s = q->sel; s != NULL; s = s->next) {
+    selwaiter *w = s->w;
+    pthread_mutex_lock(&w->mu);
+    w->fired = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* spinning before sleeping                                             */
+
+static int ready_get(queue *q) {
+  return qcount(q) > 0 || qclosed(q);
+}
+
+static int ready_put(queue *q) {
+  return !is_full(q, qcount(q)) || qclosed(q);
+}
+
+/* Spins until ready(q) or the budget runs out; 1 if ready. */
+static int spin(queue *q, int (*ready)(queue *)) {
+  int budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
+  if (budget <= 0) return 0;
+  double end = 0;
+  for (unsigned i = 1;; i++) {
+    if (ready(q)) {
+      if (budget < SPIN_MAX_NS)
+        atomic_store_explicit(&q->spin_ns, budget * 2, memory_order_relaxed);
+      return 1;
+    }
+    cpu_relax();
+    if ((i & 31) == 0) {
+      double now = loom__now();
+      if (end == 0) {
+        end = now + budget * 1e-9;
+      } else if (now >= end || loom__cancel_requested()) {
+        break;
+      }
+    }
+  }
+  if (budget > SPIN_MIN_NS)
+    atomic_store_explicit(&q->spin_ns, budget / 2, memory_order_relaxed);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the two cores of every call                                          */
+
+/* Takes an item into *v. block: 0 no wait; 1 wait until dl (NULL: no
+** deadline). Returns R_OK, R_EMPTY, R_TIMEOUT, R_CLOSED or R_CANCELLED. */
+static int get_core(queue *q, loom_value *v, int block,
+                    const struct timespec *dl) {
+  int rc = 0;
+  pthread_mutex_lock(&q->mu);
+  if (qcount(q) == 0 && !qclosed(q) && block) {
+    if (ncpu > 1 && !loom__cancel_requested()) {
+      pthread_mutex_unlock(&q->mu);
+      spin(q, ready_get);
+      pthread_mutex_lock(&q->mu);
+    }
+    while (qcount(q) == 0 && !qclosed(q)) {
+      q->get_waiters++;
+      rc = loom__wait(&q->obj, &q->can_get, &q->mu, dl);
+      q->get_waiters--;
+      if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
+    }
+  }
+  int res, wake_put = 0, wake_get = 0;
+  size_t n = qcount(q);
+  if (n > 0) {
+    take(q, v);
+    res = R_OK;
+    wake_put = q->put_waiters > 0;
+    wake_get = n > 1 && q->get_waiters > 0; /* pass a signal on */
+  } else if (qclosed(q)) {
+    res = R_CLOSED;
+  } else {
+    res = rc == LOOM_CANCELLED ? R_CANCELLED : block ? R_TIMEOUT : R_EMPTY;
+  }
+  pthread_mutex_unlock(&q->mu);
+  if (wake_put) pthread_cond_signal(&q->can_put);
+  if (wake_get) pthread_cond_signal(&q->can_get);
+  return res;
+}
+
+/* Stores *it (which the queue then owns on R_OK). Returns R_OK, R_FULL,
+** R_TIMEOUT, R_CLOSED, R_CANCELLED or R_NOMEM. */
+static int put_core(queue *q, pitem *it, int block,
+                    const struct timespec *dl) {
+  int rc = 0;
+  pthread_mutex_lock(&q->mu);
+  if (is_full(q, qcount(q)) && !qclosed(q) && block) {
+    if (ncpu > 1 && !loom__cancel_requested()) {
+      pthread_mutex_unlock(&q->mu);
+      spin(q, ready_put);
+      pthread_mutex_lock(&q->mu);
+    }
+    while (is_full(q, qcount(q)) && !qclosed(q)) {
+      q->put_waiters++;
+      rc = loom__wait(&q->obj, &q->can_put, &q->mu, dl);
+      q->put_waiters--;
+      if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
+    }
+  }
+  int res, wake_get = 0, wake_put = 0;
+  if (qclosed(q)) {
+    res = R_CLOSED;
+  } else if (!is_full(q, qcount(q))) {
+    if (store(q, it)) {
+      res = R_OK;
+      wake_get = q->get_waiters > 0;
+      wake_put = q->put_waiters > 0 && !is_full(q, qcount(q));
+      if (q->sel) wake_selectors(q);
+    } else {
+      res = R_NOMEM;
+    }
+  } else {
+    res = rc == LOOM_CANCELLED ? R_CANCELLED : block ? R_TIMEOUT : R_FULL;
+  }
+  pthread_mutex_unlock(&q->mu);
+  if (wake_get) pthread_cond_signal(&q->can_get);
+  if (wake_put) pthread_cond_signal(&q->can_put);
+  return res;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lua side: checking, results                                          */
+
+static void queue_destroy(loom_object *o);
+
+static queue *check_queue(lua_State *L, int idx) {
+  loom_object *o = loom__to_any_object(L, idx);
+  if (o == NULL || o->cls->destroy != queue_destroy) {
+    luaL_typeerror(L, idx, "loom.Queue");
+    return NULL;
+  }
+  return (queue *)o;
+}
+
+static queue *test_queue(lua_State *L, int idx) {
+  loom_object *o = loom__to_any_object(L, idx);
+  return (o != NULL && o->cls->destroy == queue_destroy) ? (queue *)o : NULL;
+}
+
+static const char *const reasons[] = {
+  "ok", "empty", "full", "timeout", "closed", "cancelled", "out of memory"
+};
+
+static int fail(lua_State *L, int res) {
+  lua_pushnil(L);
+  lua_pushstring(L, reasons[res]);
+  return 2;
+}
+
+static int raise_closed(lua_State *L) {
+  return loom__raise(L, "closed", "cannot put into a closed queue");
+}
+
+static int raise_nomem(lua_State *L) {
+  return luaL_error(L, "not enough memory to grow the queue");
+}
+
+/* Reads the priority of the item at idx (PriorityQueue only). */
+static void read_key(lua_State *L, int idx, prio_key *k) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TTABLE) {
+    lua_rawgeti(L, idx, 1);
+    t = lua_type(L, -1);
+    idx = -1;
+  }
+  if (t != LUA_TNUMBER)
+    luaL_argerror(L, 2, "PriorityQueue items must be numbers or tables "
+                        "{priority, value} with a number priority");
+  k->isint = lua_isinteger(L, idx);
+  if (k->isint) {
+    k->i = lua_tointeger(L, idx);
+  } else {
+    k->n = lua_tonumber(L, idx);
+    if (k->n != k->n) luaL_argerror(L, 2, "priority is NaN");
+  }
+  if (idx == -1) lua_pop(L, 1);
+}
+
+/* Encodes the item at idx into *it (key first: it may raise). */
+static void encode_item(lua_State *L, queue *q, int idx, pitem *it) {
+  if (lua_isnil(L, idx)) luaL_argerror(L, idx, "cannot put nil into a queue");
+  if (q->kind == K_PRIO) read_key(L, idx, &it->key);
+  loom__value_set(L, idx, &it->v, "item");
+}
+
+/* ------------------------------------------------------------------ */
+/* put / get                                                            */
+
+static int do_put(lua_State *L, int block) {
+  queue *q = check_queue(L, 1);
+  struct timespec ts;
+  int has = block && !lua_isnoneornil(L, 3) && loom__opt_deadline(L, 3, &ts);
+  if (lua_isnone(L, 2)) luaL_argerror(L, 2, "cannot put nil into a queue");
+  pitem it;
+  encode_item(L, q, 2, &it);
+  int res = put_core(q, &it, block, has ? &ts : NULL);
+  if (res == R_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  loom__value_free(&it.v);
+  switch (res) {
+    case R_CLOSED: return raise_closed(L);
+    case R_CANCELLED: return loom__raise_cancelled(L);
+    case R_NOMEM: return raise_nomem(L);
+    default: return fail(L, res);
+  }
+}
+
+static int q_put(lua_State *L) {
+  return do_put(L, 1);
+}
+
+static int q_put_nowait(lua_State *L) {
+  return do_put(L, 0);
+}
+
+static int do_get(lua_State *L, int block) {
+  queue *q = check_queue(L, 1);
+  struct timespec ts;
+  int has = block && !lua_isnoneornil(L, 2) && loom__opt_deadline(L, 2, &ts);
+  loom_value v;
+  int res = get_core(q, &v, block, has ? &ts : NULL);
+  if (res == R_OK) {
+    push_item(L, &v);
+    return 1;
+  }
+  if (res == R_CANCELLED) return loom__raise_cancelled(L);
+  return fail(L, res);
+}
+
+static int q_get(lua_State *L) {
+  return do_get(L, 1);
+}
+
+static int q_get_nowait(lua_State *L) {
+  return do_get(L, 0);
+}
+
+/* for v in q:iter() do ... end: blocking gets until closed and drained */
+static int iter_step(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  loom_value v;
+  int res = get_core(q, &v, 1, NULL);
+  if (res == R_OK) {
+    push_item(L, &v);
+    return 1;
+  }
+  if (res == R_CANCELLED) return loom__raise_cancelled(L);
+  lua_pushnil(L);
+  return 1;
+}
+
+static int q_iter(lua_State *L) {
+  check_queue(L, 1);
+  lua_pushcfunction(L, iter_step);
+  lua_pushvalue(L, 1);
+  return 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* batches                                                              */
+
+/* A batch of items between the queue and the Lua stack. It lives in a
+** userdata whose __gc frees whatever a Lua error left in it. */
+typedef struct batch {
+  size_t first, n, cap;
+  pitem items[];
+} batch;
+
+static int batch_gc(lua_State *L) {
+  batch *b = (batch *)luaL_checkudata(L, 1, batch_meta);
+  for (size_t i = b->first; i < b->n; i++) loom__value_free(&b->items[i].v);
+  b->first = b->n = 0;
+  return 0;
+}
+
+static batch *new_batch(lua_State *L, size_t cap) {
+  batch *b = (batch *)lua_newuserdatauv(L, sizeof(batch) + cap * sizeof(pitem), 0);
+  b->first = b->n = 0;
+  b->cap = cap;
+  luaL_setmetatable(L, batch_meta);
+  return b;
+}
+
+/* q:put_many(items[, timeout]) -> true | nil, "timeout", count_put */
+static int q_put_many(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  struct timespec ts;
+  int has = loom__opt_deadline(L, 3, &ts);
+  lua_Integer total = luaL_len(L, 2), done = 0;
+  lua_settop(L, 2);
+  batch *b = new_batch(L, total < BATCH ? (size_t)(total > 0 ? total : 1) : BATCH);
+  while (done < total) {
+    /* encode a chunk outside the lock */
+    b->first = b->n = 0;
+    while (b->n < b->cap && done + (lua_Integer)b->n < total) {
+      lua_rawgeti(L, 2, done + (lua_Integer)b->n + 1);
+      if (lua_isnil(L, -1))
+        return luaL_error(L, "cannot put nil into a queue (items[%d])",
+                          (int)(done + (lua_Integer)b->n + 1));
+      encode_item(L, q, -1, &b->items[b->n]);
+      b->n++;
+      lua_pop(L, 1);
+    }
+    /* store it, waiting for room as needed */
+    int res = R_OK;
+    while (b->first < b->n) {
+      int rc = 0;
+      pthread_mutex_lock(&q->mu);
+      while (is_full(q, qcount(q)) && !qclosed(q)) {
+        q->put_waiters++;
+        rc = loom__wait(&q->obj, &q->can_put, &q->mu, has ? &ts : NULL);
+        q->put_waiters--;
+        if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
+      }
+      size_t stored = 0;
+      if (qclosed(q)) {
+        res = R_CLOSED;
+      } else {
+        while (b->first < b->n && !is_full(q, qcount(q))) {
+          if (!store(q, &b->items[b->first])) {
+            res = R_NOMEM;
+            break;
+          }
+          b->first++;
+          stored++;
+        }
+        if (res == R_OK && b->first < b->n)
+          res = rc == LOOM_CANCELLED ? R_CANCELLED
+                : rc == ETIMEDOUT    ? R_TIMEOUT : R_OK;
+      }
+      int wake_get = stored > 0 ? q->get_waiters : 0;
+      if (stored > 0 && q->sel) wake_selectors(q);
+      pthread_mutex_unlock(&q->mu);
+      if (wake_get == 1 && stored == 1) pthread_cond_signal(&q->can_get);
+      else if (wake_get) pthread_cond_broadcast(&q->can_get);
+      done += (lua_Integer)stored;
+      if (res != R_OK) break;
+    }
+    if (res != R_OK) {
+      batch_gc(L); /* b is at 3 */
+      switch (res) {
+        case R_CLOSED: return raise_closed(L);
+        case R_CANCELLED: return loom__raise_cancelled(L);
+        case R_NOMEM: return raise_nomem(L);
+        default:
+          lua_pushnil(L);
+          lua_pushstring(L, reasons[res]);
+          lua_pushinteger(L, done);
+          return 3;
+      }
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* q:get_many(n[, timeout]) -> items, count (1 <= count <= n): waits for
+** the first item, then takes what is there without waiting more.
+** nil, "timeout" | nil, "closed" when nothing came. */
+static int q_get_many(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  lua_Integer want = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, want >= 1, 2, "count must be at least 1");
+  struct timespec ts;
+  int has = loom__opt_deadline(L, 3, &ts);
+  lua_settop(L, 2);
+  size_t cap = want < BATCH ? (size_t)want : BATCH;
+  batch *b = new_batch(L, cap); /* at 3 */
+  lua_createtable(L, (int)cap, 0); /* at 4 */
+  lua_Integer got = 0;
+  int first = 1;
+  for (;;) {
+    loom_value v;
+    int res = R_OK;
+    if (first) { /* the blocking part: one item through the usual path */
+      res = get_core(q, &v, 1, has ? &ts : NULL);
+      if (res == R_CANCELLED) return loom__raise_cancelled(L);
+      if (res != R_OK) return fail(L, res);
+      b->items[0].v = v;
+      b->first = 0;
+      b->n = 1;
+      first = 0;
+    } else {
+      b->first = b->n = 0;
+    }
+    size_t room = want - got < (lua_Integer)cap ? (size_t)(want - got) : cap;
+    pthread_mutex_lock(&q->mu);
+    while (b->n < room && qcount(q) > 0) take(q, &b->items[b->n++].v);
+    int more = qcount(q) > 0;
+    int wake_put = b->n > 0 ? q->put_waiters : 0;
+    pthread_mutex_unlock(&q->mu);
+    if (wake_put == 1 && b->n == 1) pthread_cond_signal(&q->can_put);
+    else if (wake_put) pthread_cond_broadcast(&q->can_put);
+    while (b->first < b->n) {
+      push_item(L, &b->items[b->first].v);
+      b->first++;
+      lua_rawseti(L, 4, ++got);
+    }
+    if (!more || got >= want) break;
+  }
+  lua_pushinteger(L, got);
+  return 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* sizes, tasks, close                                                  */
+
+static int q_qsize(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  lua_pushinteger(L, (lua_Integer)qcount(q));
+  return 1;
+}
+
+static int q_empty(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  lua_pushboolean(L, qcount(q) == 0);
+  return 1;
+}
+
+static int q_full(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  lua_pushboolean(L, is_full(q, qcount(q)));
+  return 1;
+}
+
+static int q_is_closed(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  lua_pushboolean(L, qclosed(q));
+  return 1;
+}
+
+/* q:task_done([n]) */
+static int q_task_done(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  lua_Integer n = luaL_optinteger(L, 2, 1);
+  luaL_argcheck(L, n >= 1, 2, "count must be at least 1");
+  pthread_mutex_lock(&q->mu);
+  int ok = (lua_Integer)q->unfinished >= n;
+  int wake = 0;
+  if (ok) {
+    q->unfinished -= (size_t)n;
+    wake = q->unfinished == 0 && q->join_waiters > 0;
+  }
+  pthread_mutex_unlock(&q->mu);
+  if (wake) pthread_cond_broadcast(&q->all_done);
+  if (!ok) return luaL_error(L, "task_done() called too many times");
+  return 0;
+}
+
+/* q:join([timeout]) -> true once every item is done, false on timeout */
+static int q_join(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  struct timespec ts;
+  int has = loom__opt_deadline(L, 2, &ts);
+  int rc = 0;
+  pthread_mutex_lock(&q->mu);
+  while (q->unfinished > 0) {
+    q->join_waiters++;
+    rc = loom__wait(&q->obj, &q->all_done, &q->mu, has ? &ts : NULL);
+    q->join_waiters--;
+    if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
+  }
+  int done = q->unfinished == 0;
+  pthread_mutex_unlock(&q->mu);
+  if (!done && rc == LOOM_CANCELLED) return loom__raise_cancelled(L);
+  lua_pushboolean(L, done);
+  return 1;
+}
+
+/* q:close([immediate]): later puts raise; gets drain, then report
+** "closed". With immediate, the items left are discarded (and count as
+** done for join). Every blocked caller wakes. */
+static int q_close(lua_State *L) {
+  queue *q = check_queue(L, 1);
+  int immediate = lua_toboolean(L, 2);
+  pthread_mutex_lock(&q->mu);
+  atomic_store_explicit(&q->closed, 1, memory_order_relaxed);
+  int wake_join = 0;
+  if (immediate) {
+    size_t n = qcount(q);
+    loom_value v;
+    while (qcount(q) > 0) {
+      take(q, &v);
+      loom__value_free(&v); /* destroys never touch this queue's lock */
+    }
+    if (q->kind != K_SIMPLE) {
+      q->unfinished = q->unfinished > n ? q->unfinished - n : 0;
+      wake_join = q->unfinished == 0 && q->join_waiters > 0;
+    }
+  }
+  if (q->sel) wake_selectors(q);
+  pthread_mutex_unlock(&q->mu);
+  pthread_cond_broadcast(&q->can_get);
+  pthread_cond_broadcast(&q->can_put);
+  if (wake_join) pthread_cond_broadcast(&q->all_done);
+  return 0;
+}
+
+static int q_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  const char *k = lua_tostring(L, 2);
+  if (k != NULL && strcmp(k, "maxsize") == 0) {
+    queue *q = check_queue(L, 1);
+    lua_pushinteger(L, (lua_Integer)q->maxsize);
+  } else {
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+static int q_len(lua_State *L) {
+  return q_qsize(L);
+}
+
+/* ------------------------------------------------------------------ */
+/* construction and destruction                                         */
+
+static void queue_destroy(loom_object *o) {
+  queue *q = (queue *)o;
+  size_t n = qcount(q);
+  if (q->kind == K_PRIO) {
+    for (size_t i = 0; i < n; i++) loom__value_free(&q->heap[i].v);
+  } else {
+    for (size_t i = 0; i < n; i++)
+      loom__value_free(&q->ring[(q->head + i) & (q->cap - 1)]);
+  }
+  free(q->ring);
+  free(q->heap);
+  pthread_mutex_destroy(&q->mu);
+  pthread_cond_destroy(&q->can_get);
+  pthread_cond_destroy(&q->can_put);
+  pthread_cond_destroy(&q->all_done);
+  free(q);
+}
+
+static int init_mutex(pthread_mutex_t *mu) {
+  pthread_mutexattr_t attr;
+  if (pthread_mutexattr_init(&attr) != 0) return -1;
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+  /* critical sections are a few dozen instructions: spin a little
+  ** before sleeping in the kernel */
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+  int rc = pthread_mutex_init(mu, &attr);
+  pthread_mutexattr_destroy(&attr);
+  return rc;
+}
+
+static int new_queue(lua_State *L, const loom_class *cls, int kind) {
+  lua_Integer maxsize = 0;
+  if (kind != K_SIMPLE) maxsize = luaL_optinteger(L, 1, 0);
+  if (maxsize < 0) maxsize = 0; /* Python: <= 0 is unbounded */
+  queue *q = (queue *)calloc(1, sizeof *q);
+  if (q == NULL) return luaL_error(L, "not enough memory for a queue");
+  if (init_mutex(&q->mu) != 0) goto fail_mu;
+  if (loom__cond_init(&q->can_get) != 0) goto fail_get;
+  if (loom__cond_init(&q->can_put) != 0) goto fail_put;
+  if (loom__cond_init(&q->all_done) != 0) goto fail_done;
+  q->kind = kind;
+  q->maxsize = (size_t)maxsize;
+  atomic_init(&q->count, 0);
+  atomic_init(&q->closed, 0);
+  atomic_init(&q->spin_ns, ncpu > 1 ? SPIN_MAX_NS / 2 : 0);
+  loom__object_init(&q->obj, cls);
+  loom__push_owned(L, &q->obj);
+  return 1;
+fail_done:
+  pthread_cond_destroy(&q->can_put);
+fail_put:
+  pthread_cond_destroy(&q->can_get);
+fail_get:
+  pthread_mutex_destroy(&q->mu);
+fail_mu:
+  free(q);
+  return luaL_error(L, "cannot create a queue");
+}
+
+static int l_Queue(lua_State *L) {
+  return new_queue(L, &fifo_class, K_FIFO);
+}
+
+static int l_LifoQueue(lua_State *L) {
+  return new_queue(L, &lifo_class, K_LIFO);
+}
+
+static int l_PriorityQueue(lua_State *L) {
+  return new_queue(L, &prio_class, K_PRIO);
+}
+
+static int l_SimpleQueue(lua_State *L) {
+  return new_queue(L, &simple_class, K_SIMPLE);
+}
+
+/* ------------------------------------------------------------------ */
+/* loom.select(queues[, timeout]) -> queue, item                        */
+
+static void selwaiter_destroy(loom_object *o) {
+  selwaiter *w = (selwaiter *)o;
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+  free(w);
+}
+
+static selwaiter *new_selwaiter(int n) {
+  selwaiter *w = (selwaiter *)calloc(1, sizeof *w + (size_t)n * sizeof(selnode));
+  if (w == NULL) return NULL;
+  if (pthread_mutex_init(&w->mu, NULL) != 0) {
+    free(w);
+    return NULL;
+  }
+  if (loom__cond_init(&w->cv) != 0) {
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    return NULL;
+  }
+  w->n = n;
+  loom__object_init(&w->obj, &selwaiter_class);
+  return w;
+}
+
+static void sel_unlink(selnode *s) {
+  if (!s->linked) return;
+  queue *q = s->q;
+  pthread_mutex_lock(&q->mu);
+  if (s->prev) s->prev->next = s->next; else q->sel = s->next;
+  if (s->next) s->next->prev = s->prev;
+  pthread_mutex_unlock(&q->mu);
+  s->linked = 0;
+  s->prev = s->next = NULL;
+  loom__release(&q->obj);
+}
+
+/* Unlinks all nodes of w; then nobody but a canceller can touch w. */
+static void sel_unlink_all(selwaiter *w) {
+  for (int i = 0; i < w->n; i++) sel_unlink(&w->nodes[i]);
+}
+
+typedef struct selstate {
+  queue **qs;
+  int n, start;
+} selstate;
+
+/* One pass over the queues from start: takes the first item found.
+** Returns its index, -1 if none, -2 if every queue is closed and empty. */
+static int sel_poll(selstate *st, loom_value *v) {
+  int nclosed = 0;
+  for (int k = 0; k < st->n; k++) {
+    int i = (st->start + k) % st->n;
+    queue *q = st->qs[i];
+    if (qcount(q) == 0) { /* hint; confirmed under the lock below */
+      if (qclosed(q)) nclosed++;
+      continue;
+    }
+    int res = get_core(q, v, 0, NULL);
+    if (res == R_OK) return i;
+    if (res == R_CLOSED) nclosed++;
+  }
+  return nclosed == st->n ? -2 : -1;
+}
+
+static int sel_ready(selstate *st) {
+  for (int i = 0; i < st->n; i++)
+    if (qcount(st->qs[i]) > 0) return 1;
+  return 0;
+}
+
+static _Thread_local unsigned sel_rotation;
+
+static int l_select(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  struct timespec ts;
+  int has = loom__opt_deadline(L, 2, &ts);
+  int n = (int)luaL_len(L, 1);
+  luaL_argcheck(L, n >= 1, 1, "select needs at least one queue");
+  lua_settop(L, 2);
+  queue **qs = (queue **)lua_newuserdatauv(L, (size_t)n * sizeof *qs, 0);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, 1, i + 1);
+    qs[i] = test_queue(L, -1);
+    if (qs[i] == NULL)
+      return luaL_error(L, "bad argument #1 to 'select' (queues[%d] is %s, "
+                        "not a loom queue)", i + 1, luaL_typename(L, -1));
+    lua_pop(L, 1);
+  }
+  /* the table holds the boxes, the boxes the queues: alive until return */
+  selstate st = {qs, n, (int)(sel_rotation++ % (unsigned)n)};
+  loom_value v;
+  selwaiter *w = NULL;
+  int i, rc = 0, spun = 0;
+  for (;;) {
+    i = sel_poll(&st, &v);
+    if (i != -1) break;
+    if (rc == ETIMEDOUT) break;
+    if (rc == LOOM_CANCELLED) break;
+    if (!spun && ncpu > 1 && !loom__cancel_requested()) {
+      spun = 1;
+      double end = loom__now() + SPIN_MAX_NS * 1e-9;
+      for (unsigned k = 1; !sel_ready(&st); k++) {
+        cpu_relax();
+        if ((k & 31) == 0 && loom__now() >= end) break;
+      }
+      continue;
+    }
+    if (w == NULL && (w = new_selwaiter(n)) == NULL)
+      return luaL_error(L, "not enough memory to select");
+    /* register on every queue; stop early if one has become ready */
+    w->fired = 0;
+    int ready = 0;
+    for (int k = 0; k < n && !ready; k++) {
+      queue *q = qs[k];
+      selnode *s = &w->nodes[k];
+      pthread_mutex_lock(&q->mu);
+      if (qcount(q) > 0) {
+        ready = 1;
+      } else if (!qclosed(q)) {
+        s->w = w;
+        s->q = q;
+        s->prev = NULL;
+        s->next = q->sel;
+        if (q->sel) q->sel->prev = s;
+        q->sel = s;
+        s->linked = 1;
+        loom__retain(&q->obj);
+      }
+      pthread_mutex_unlock(&q->mu);
+    }
+    if (!ready) {
+      pthread_mutex_lock(&w->mu);
+      while (!w->fired && rc != ETIMEDOUT && rc != LOOM_CANCELLED)
+        rc = loom__wait(&w->obj, &w->cv, &w->mu, has ? &ts : NULL);
+      pthread_mutex_unlock(&w->mu);
+    }
+    sel_unlink_all(w);
+  }
+  loom__release(w ? &w->obj : NULL);
+  if (i >= 0) {
+    lua_rawgeti(L, 1, i + 1);
+    push_item(L, &v);
+    return 2;
+  }
+  if (i == -2) return fail(L, R_CLOSED);
+  if (rc == LOOM_CANCELLED) return loom__raise_cancelled(L);
+  return fail(L, R_TIMEOUT);
+}
+
+/* ------------------------------------------------------------------ */
+/* classes                                                              */
+
+#define COMMON_METHODS \
+  {"put", q_put}, \
+  {"get", q_get}, \
+  {"put_nowait", q_put_nowait}, \
+  {"get_nowait", q_get_nowait}, \
+  {"put_many", q_put_many}, \
+  {"get_many", q_get_many}, \
+  {"qsize", q_qsize}, \
+  {"empty", q_empty}, \
+  {"close", q_close}, \
+  {"is_closed", q_is_closed}, \
+  {"iter", q_iter}
+
+static const luaL_Reg queue_methods[] = {
+  COMMON_METHODS,
+  {"full", q_full},
+  {"task_done", q_task_done},
+  {"join", q_join},
+  {NULL, NULL}
+};
+
+static const luaL_Reg simple_methods[] = {
+  COMMON_METHODS,
+  {NULL, NULL}
+};
+
+static const luaL_Reg queue_meta[] = {
+  {"__len", q_len},
+  {NULL, NULL}
+};
+
+static const loom_class fifo_class = {
+  "loom.Queue", queue_destroy, queue_methods, queue_meta
+};
+static const loom_class lifo_class = {
+  "loom.LifoQueue", queue_destroy, queue_methods, queue_meta
+};
+static const loom_class prio_class = {
+  "loom.PriorityQueue", queue_destroy, queue_methods, queue_meta
+};
+static const loom_class simple_class = {
+  "loom.SimpleQueue", queue_destroy, simple_methods, queue_meta
+};
+static const loom_class selwaiter_class = {
+  "loom.select waiter", selwaiter_destroy, NULL, NULL
+};
+
+static const luaL_Reg queue_funcs[] = {
+  {"Queue", l_Queue},
+  {"LifoQueue", l_LifoQueue},
+  {"PriorityQueue", l_PriorityQueue},
+  {"SimpleQueue", l_SimpleQueue},
+  {"select", l_select},
+  {NULL, NULL}
+};
+
+/* Registers cls, then replaces its __index by a closure that finds the
+** methods first (one raw lookup) and answers `maxsize`. */
+static void register_queue_class(lua_State *L, const loom_class *cls) {
+  loom__register_class(L, cls);
+  luaL_getmetatable(L, cls->name);
+  lua_getfield(L, -1, "__methods");
+  lua_pushcclosure(L, q_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+static void setup_once(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  ncpu = n > 0 ? (int)n : 1;
+}
+
+static pthread_once_t setup = PTHREAD_ONCE_INIT;
+
 void loom__open_queue(lua_State *L) {
-  (void)L;
+  pthread_once(&setup, setup_once);
+  if (atomic_load_explicit(&msg_tag, memory_order_relaxed) < 0) {
+    /* learn the tag of an encoded table, the one kind of item whose
+    ** decoding can raise for reasons other than memory */
+    loom_value probe;
+    lua_newtable(L);
+    loom__value_set(L, -1, &probe, "probe");
+    atomic_store_explicit(&msg_tag, probe.u.s.tag, memory_order_relaxed);
+    loom__value_free(&probe);
+    lua_pop(L, 1);
+  }
+  if (luaL_newmetatable(L, batch_meta)) {
+    lua_pushcfunction(L, batch_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  register_queue_class(L, &fifo_class);
+  register_queue_class(L, &lifo_class);
+  register_queue_class(L, &prio_class);
+  register_queue_class(L, &simple_class);
+  luaL_setfuncs(L, queue_funcs, 0);
 }

@@ -14,6 +14,12 @@
 **                other way round.
 **   registry_mu  the list of running threads and the count of running
 **                non-daemon threads; taken alone.
+**   carriers_mu  the idle carriers; taken alone.
+**
+** OS threads are reused: a finished loom thread parks its OS thread (a
+** "carrier") for CARRIER_IDLE seconds, and start() hands a new job to a
+** parked carrier instead of paying for pthread_create. Every loom thread
+** still gets a fresh lua_State and its own ident.
 */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -34,6 +40,7 @@ struct loom_thread {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int state;
+  atomic_int done;   /* state == T_DONE, readable without the mutex */
   int daemon, cancel_hook, is_main;
   char *name;
   loom_msg *start;   /* target + args, until the thread takes them */
@@ -66,6 +73,24 @@ static _Thread_local loom_thread *tls_self;
 static _Thread_local uint64_t tls_ident;
 
 static const char state_key = 't'; /* registry flag: a loom thread state */
+
+#define CARRIER_IDLE 2.0 /* seconds a parked carrier waits for a job */
+#define CARRIER_MAX 64   /* parked carriers kept at most */
+#define SPIN_SECONDS 50e-6 /* spin before sleeping: about one wake-up */
+
+typedef struct carrier {
+  pthread_t tid;
+  pthread_cond_t cv;   /* signalled (under carriers_mu) with a job or quit */
+  _Atomic(loom_thread *) job; /* set under carriers_mu while parked */
+  atomic_int has_job;          /* lets a parked carrier spin for a job */
+  size_t stack;        /* the stack size it was created with */
+  int quit;            /* joined by whoever set this */
+  struct carrier *next;
+} carrier;
+
+static pthread_mutex_t carriers_mu = PTHREAD_MUTEX_INITIALIZER;
+static carrier *idle_carriers;
+static int idle_count;
 
 loom_thread *loom__self(void) {
   return tls_self;
@@ -119,9 +144,86 @@ void loom__paths_free(loom_paths *p) {
   p->path = p->cpath = NULL;
 }
 
+/*
+** Lazy standard libraries: a thread that never touches io or math should
+** not pay for opening them (together about half of a thread's start-up).
+** Each such library starts as an empty stub table, in _G and in
+** package.loaded, whose __index/__pairs open the real library, copy it
+** into the stub and drop the metatable; after that the stub *is* the
+** library. Only raw access (rawget, next) before first use sees it empty.
+*/
+static void lazy_fill(lua_State *L, int stub) {
+  lua_CFunction open = lua_tocfunction(L, lua_upvalueindex(1));
+  const char *name = lua_tostring(L, lua_upvalueindex(2));
+  lua_pushcfunction(L, open);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1); /* the real library table */
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, stub);
+  }
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, stub);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setmetatable(L, stub);
+}
+
+static int lazy_index(lua_State *L) {
+  lazy_fill(L, 1);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+static int lazy_pairs(lua_State *L) {
+  lazy_fill(L, 1);
+  lua_getglobal(L, "next");
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+static void open_libs(lua_State *L) {
+  static const luaL_Reg eager[] = {
+    {LUA_GNAME, luaopen_base}, {LUA_LOADLIBNAME, luaopen_package},
+    {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
+    {NULL, NULL}};
+  static const luaL_Reg lazy[] = {
+    {LUA_COLIBNAME, luaopen_coroutine}, {LUA_IOLIBNAME, luaopen_io},
+    {LUA_OSLIBNAME, luaopen_os}, {LUA_MATHLIBNAME, luaopen_math},
+    {LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_DBLIBNAME, luaopen_debug},
+    {NULL, NULL}};
+  for (const luaL_Reg *l = eager; l->name; l++) {
+    luaL_requiref(L, l->name, l->func, 1);
+    lua_pop(L, 1);
+  }
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  for (const luaL_Reg *l = lazy; l->name; l++) {
+    lua_newtable(L); /* the stub */
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, l->func);
+    lua_pushstring(L, l->name);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, lazy_index, 2);
+    lua_setfield(L, -4, "__index");
+    lua_pushcclosure(L, lazy_pairs, 2);
+    lua_setfield(L, -2, "__pairs");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, l->name);
+    lua_setglobal(L, l->name);
+  }
+  lua_pop(L, 1);
+}
+
 static int open_state_body(lua_State *L) {
   const loom_paths *p = (const loom_paths *)lua_touserdata(L, 1);
-  luaL_openlibs(L);
+  open_libs(L);
   lua_pushboolean(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
   lua_getglobal(L, "package");
@@ -268,6 +370,7 @@ static void finish(loom_thread *t, lua_State *L, const char *fatal) {
   pthread_mutex_lock(&t->mu);
   t->result = result;
   t->state = T_DONE;
+  atomic_store_explicit(&t->done, 1, memory_order_release);
   pthread_cond_broadcast(&t->cv);
   pthread_mutex_unlock(&t->mu);
 
@@ -290,8 +393,7 @@ static void leave(loom_thread *t) {
   pthread_mutex_unlock(&registry_mu);
 }
 
-static void *thread_main(void *arg) {
-  loom_thread *t = (loom_thread *)arg;
+static void run_job(loom_thread *t) {
   char err[256];
   tls_self = t;
   tls_ident = t->ident;
@@ -309,8 +411,117 @@ static void *thread_main(void *arg) {
     }
     finish(t, L, NULL);
   }
+  tls_self = NULL;
+  tls_ident = 0;
   leave(t);
+}
+
+/* A carrier runs its job, then parks until it gets another one, is told
+** to quit (then whoever told it joins it), or times out (then it detaches
+** itself). */
+static void *carrier_main(void *arg) {
+  carrier *c = (carrier *)arg;
+  loom_thread *job = c->job;
+  for (;;) {
+    run_job(job);
+    struct timespec dl;
+    loom__deadline_after(CARRIER_IDLE, &dl);
+    pthread_mutex_lock(&carriers_mu);
+    if (idle_count >= CARRIER_MAX) {
+      pthread_mutex_unlock(&carriers_mu);
+      break;
+    }
+    c->job = NULL;
+    atomic_store(&c->has_job, 0);
+    c->next = idle_carriers;
+    idle_carriers = c;
+    idle_count++;
+    pthread_mutex_unlock(&carriers_mu);
+    loom__spin_until(&c->has_job, SPIN_SECONDS); /* a job often comes soon */
+    pthread_mutex_lock(&carriers_mu);
+    int rc = 0;
+    while (c->job == NULL && !c->quit && rc != ETIMEDOUT)
+      rc = pthread_cond_timedwait(&c->cv, &carriers_mu, &dl);
+    if (c->job == NULL && !c->quit) { /* timed out: unlink ourselves */
+      for (carrier **pp = &idle_carriers; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+          *pp = c->next;
+          idle_count--;
+          break;
+        }
+    }
+    job = c->job;
+    int quit = c->quit;
+    pthread_mutex_unlock(&carriers_mu);
+    if (quit) return NULL; /* joined and freed by the quitter */
+    if (job == NULL) break;
+  }
+  pthread_detach(pthread_self());
+  pthread_cond_destroy(&c->cv);
+  free(c);
   return NULL;
+}
+
+/* Gives t to a parked carrier; 0 when none fits. */
+static int hand_to_idle_carrier(loom_thread *t, size_t stack) {
+  int ok = 0;
+  pthread_mutex_lock(&carriers_mu);
+  for (carrier **pp = &idle_carriers; *pp; pp = &(*pp)->next) {
+    carrier *c = *pp;
+    if (c->stack != stack) continue;
+    *pp = c->next;
+    idle_count--;
+    c->job = t;
+    atomic_store_explicit(&c->has_job, 1, memory_order_release);
+    pthread_cond_signal(&c->cv);
+    ok = 1;
+    break;
+  }
+  pthread_mutex_unlock(&carriers_mu);
+  return ok;
+}
+
+static int new_carrier(loom_thread *t, size_t stack) {
+  carrier *c = (carrier *)calloc(1, sizeof *c);
+  if (c == NULL) return ENOMEM;
+  int rc = loom__cond_init(&c->cv);
+  if (rc != 0) {
+    free(c);
+    return rc;
+  }
+  c->job = t;
+  c->stack = stack;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  if (stack) pthread_attr_setstacksize(&attr, stack);
+  rc = pthread_create(&c->tid, &attr, carrier_main, c);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    pthread_cond_destroy(&c->cv);
+    free(c);
+  }
+  return rc;
+}
+
+/* Joins every parked carrier (at exit, so that no OS thread outlives the
+** main state needlessly). */
+static void drain_idle_carriers(void) {
+  pthread_mutex_lock(&carriers_mu);
+  carrier *list = idle_carriers;
+  idle_carriers = NULL;
+  idle_count = 0;
+  for (carrier *c = list; c; c = c->next) {
+    c->quit = 1;
+    pthread_cond_signal(&c->cv);
+  }
+  pthread_mutex_unlock(&carriers_mu);
+  while (list) {
+    carrier *c = list;
+    list = c->next;
+    pthread_join(c->tid, NULL);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+  }
 }
 
 /* ------------------------------------------------------------------ */
@@ -344,6 +555,7 @@ static loom_thread *thread_alloc(const char *name) {
   if (t->name == NULL) goto fail_name;
   loom__object_init(&t->obj, &thread_class);
   atomic_init(&t->cancel, 0);
+  atomic_init(&t->done, 0);
   return t;
 fail_name:
   pthread_mutex_destroy(&t->reg_mu);
@@ -425,14 +637,8 @@ static int thread_start(lua_State *L) {
   pthread_mutex_unlock(&registry_mu);
 
   loom__retain(&t->obj); /* the running thread's own reference */
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   size_t stack = loom__config_stack_size();
-  if (stack) pthread_attr_setstacksize(&attr, stack);
-  pthread_t tid;
-  int rc = pthread_create(&tid, &attr, thread_main, t);
-  pthread_attr_destroy(&attr);
+  int rc = hand_to_idle_carrier(t, stack) ? 0 : new_carrier(t, stack);
   if (rc != 0) {
     pthread_mutex_lock(&registry_mu);
     if (t->prev) t->prev->next = t->next; else running = t->next;
@@ -476,8 +682,10 @@ static int l_thread(lua_State *L) {
 }
 
 /* Waits until t is done or the deadline passes; 1 if done. */
-static int wait_done(lua_State *L, loom_thread *t, const struct timespec *dl) {
+static int wait_done(lua_State *L, loom_thread *t, const struct timespec *dl,
+                     double spin) {
   int rc = 0;
+  if (loom__spin_until(&t->done, spin)) return 1;
   pthread_mutex_lock(&t->mu);
   while (t->state != T_DONE && rc != ETIMEDOUT && rc != LOOM_CANCELLED)
     rc = loom__wait(&t->obj, &t->cv, &t->mu, dl);
@@ -485,6 +693,12 @@ static int wait_done(lua_State *L, loom_thread *t, const struct timespec *dl) {
   pthread_mutex_unlock(&t->mu);
   if (!done && rc == LOOM_CANCELLED) loom__raise_cancelled(L);
   return done;
+}
+
+/* How long join/result may spin: never longer than their timeout. */
+static double spin_for(lua_State *L, int has_timeout) {
+  double timeout = has_timeout ? (double)lua_tonumber(L, 2) : SPIN_SECONDS;
+  return timeout < SPIN_SECONDS ? timeout : SPIN_SECONDS;
 }
 
 static void check_joinable(lua_State *L, loom_thread *t, const char *what) {
@@ -502,7 +716,7 @@ static int thread_join(lua_State *L) {
   struct timespec ts;
   int has = loom__opt_deadline(L, 2, &ts);
   check_joinable(L, t, "join");
-  lua_pushboolean(L, wait_done(L, t, has ? &ts : NULL));
+  lua_pushboolean(L, wait_done(L, t, has ? &ts : NULL, spin_for(L, has)));
   return 1;
 }
 
@@ -511,7 +725,7 @@ static int thread_result(lua_State *L) {
   struct timespec ts;
   int has = loom__opt_deadline(L, 2, &ts);
   check_joinable(L, t, "get the result of");
-  if (!wait_done(L, t, has ? &ts : NULL))
+  if (!wait_done(L, t, has ? &ts : NULL, spin_for(L, has)))
     return loom__raise(L, "timeout", "thread '%s' did not finish in %s seconds",
                        t->name, lua_tostring(L, 2));
   /* done: fields are final and only read from here on */
@@ -729,6 +943,7 @@ static int sentinel_gc(lua_State *L) {
   pthread_mutex_lock(&registry_mu);
   while (running_nondaemon > 0) pthread_cond_wait(&registry_cv, &registry_mu);
   pthread_mutex_unlock(&registry_mu);
+  drain_idle_carriers();
   return 0;
 }
 

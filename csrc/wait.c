@@ -55,6 +55,20 @@ int loom__opt_deadline(lua_State *L, int idx, struct timespec *ts) {
   return 1;
 }
 
+int loom__spin_until(atomic_int *flag, double seconds) {
+  int v = atomic_load_explicit(flag, memory_order_acquire);
+  if (v) return v;
+  double end = loom__now() + seconds;
+  for (;;) {
+    for (int i = 0; i < 64; i++) {
+      LOOM_CPU_RELAX();
+      v = atomic_load_explicit(flag, memory_order_acquire);
+      if (v) return v;
+    }
+    if (loom__now() >= end) return 0;
+  }
+}
+
 int loom__cancel_requested(void) {
   loom_thread *self = loom__self();
   return self != NULL &&
