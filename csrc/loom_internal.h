@@ -205,6 +205,9 @@ atomic_int *loom__thread_cancel_flag(loom_thread *t);
 void loom__thread_set_waiting(loom_thread *t, loom_object *owner,
                               pthread_cond_t *cv, pthread_mutex_t *mu);
 
+/* Opens the standard libraries a thread state opens lazily (io, os...),
+** so that what they register (e.g. the "FILE*" metatable) exists. */
+void loom__open_lazy_libs(lua_State *L);
 /* Snapshot of the creator's package.path/cpath for a later new state. */
 typedef struct loom_paths {
   char *path;

@@ -34,7 +34,7 @@
 #include "loom_internal.h"
 
 enum { K_FIFO, K_LIFO, K_PRIO, K_SIMPLE };
-enum { R_OK, R_EMPTY, R_FULL, R_TIMEOUT, R_CLOSED, R_CANCELLED, R_NOMEM };
+enum { Q_OK, Q_EMPTY, Q_FULL, Q_TIMEOUT, Q_CLOSED, Q_CANCELLED, Q_NOMEM };
 
 #define SPIN_MIN_NS 1000
 #define SPIN_MAX_NS 50000
@@ -257,7 +257,9 @@ static int spin(queue *q, int (*ready)(queue *)) {
   for (unsigned i = 1;; i++) {
     if (ready(q)) {
       if (budget < SPIN_MAX_NS)
-        atomic_store_explicit(&q->spin_ns, budget * 2, memory_order_relaxed);
+        atomic_store_explicit(&q->spin_ns,
+                              budget * 2 < SPIN_MAX_NS ? budget * 2 : SPIN_MAX_NS,
+                              memory_order_relaxed);
       return 1;
     }
     cpu_relax();
@@ -279,7 +281,7 @@ static int spin(queue *q, int (*ready)(queue *)) {
 /* the two cores of every call                                          */
 
 /* Takes an item into *v. block: 0 no wait; 1 wait until dl (NULL: no
-** deadline). Returns R_OK, R_EMPTY, R_TIMEOUT, R_CLOSED or R_CANCELLED. */
+** deadline). Returns Q_OK, Q_EMPTY, Q_TIMEOUT, Q_CLOSED or Q_CANCELLED. */
 static int get_core(queue *q, loom_value *v, int block,
                     const struct timespec *dl) {
   int rc = 0;
@@ -301,13 +303,13 @@ static int get_core(queue *q, loom_value *v, int block,
   size_t n = qcount(q);
   if (n > 0) {
     take(q, v);
-    res = R_OK;
+    res = Q_OK;
     wake_put = q->put_waiters > 0;
     wake_get = n > 1 && q->get_waiters > 0; /* pass a signal on */
   } else if (qclosed(q)) {
-    res = R_CLOSED;
+    res = Q_CLOSED;
   } else {
-    res = rc == LOOM_CANCELLED ? R_CANCELLED : block ? R_TIMEOUT : R_EMPTY;
+    res = rc == LOOM_CANCELLED ? Q_CANCELLED : block ? Q_TIMEOUT : Q_EMPTY;
   }
   pthread_mutex_unlock(&q->mu);
   if (wake_put) pthread_cond_signal(&q->can_put);
@@ -315,8 +317,8 @@ static int get_core(queue *q, loom_value *v, int block,
   return res;
 }
 
-/* Stores *it (which the queue then owns on R_OK). Returns R_OK, R_FULL,
-** R_TIMEOUT, R_CLOSED, R_CANCELLED or R_NOMEM. */
+/* Stores *it (which the queue then owns on Q_OK). Returns Q_OK, Q_FULL,
+** Q_TIMEOUT, Q_CLOSED, Q_CANCELLED or Q_NOMEM. */
 static int put_core(queue *q, pitem *it, int block,
                     const struct timespec *dl) {
   int rc = 0;
@@ -336,18 +338,18 @@ static int put_core(queue *q, pitem *it, int block,
   }
   int res, wake_get = 0, wake_put = 0;
   if (qclosed(q)) {
-    res = R_CLOSED;
+    res = Q_CLOSED;
   } else if (!is_full(q, qcount(q))) {
     if (store(q, it)) {
-      res = R_OK;
+      res = Q_OK;
       wake_get = q->get_waiters > 0;
       wake_put = q->put_waiters > 0 && !is_full(q, qcount(q));
       if (q->sel) wake_selectors(q);
     } else {
-      res = R_NOMEM;
+      res = Q_NOMEM;
     }
   } else {
-    res = rc == LOOM_CANCELLED ? R_CANCELLED : block ? R_TIMEOUT : R_FULL;
+    res = rc == LOOM_CANCELLED ? Q_CANCELLED : block ? Q_TIMEOUT : Q_FULL;
   }
   pthread_mutex_unlock(&q->mu);
   if (wake_get) pthread_cond_signal(&q->can_get);
@@ -364,7 +366,7 @@ static queue *check_queue(lua_State *L, int idx) {
   loom_object *o = loom__to_any_object(L, idx);
   if (o == NULL || o->cls->destroy != queue_destroy) {
     luaL_typeerror(L, idx, "loom.Queue");
-    return NULL;
+    __builtin_unreachable(); /* luaL_typeerror does not return */
   }
   return (queue *)o;
 }
@@ -394,11 +396,12 @@ static int raise_nomem(lua_State *L) {
 
 /* Reads the priority of the item at idx (PriorityQueue only). */
 static void read_key(lua_State *L, int idx, prio_key *k) {
-  int t = lua_type(L, idx);
+  int t = lua_type(L, idx), pushed = 0;
   if (t == LUA_TTABLE) {
     lua_rawgeti(L, idx, 1);
     t = lua_type(L, -1);
-    idx = -1;
+    idx = lua_gettop(L);
+    pushed = 1;
   }
   if (t != LUA_TNUMBER)
     luaL_argerror(L, 2, "PriorityQueue items must be numbers or tables "
@@ -410,11 +413,12 @@ static void read_key(lua_State *L, int idx, prio_key *k) {
     k->n = lua_tonumber(L, idx);
     if (k->n != k->n) luaL_argerror(L, 2, "priority is NaN");
   }
-  if (idx == -1) lua_pop(L, 1);
+  if (pushed) lua_pop(L, 1);
 }
 
 /* Encodes the item at idx into *it (key first: it may raise). */
 static void encode_item(lua_State *L, queue *q, int idx, pitem *it) {
+  idx = lua_absindex(L, idx);
   if (lua_isnil(L, idx)) luaL_argerror(L, idx, "cannot put nil into a queue");
   if (q->kind == K_PRIO) read_key(L, idx, &it->key);
   loom__value_set(L, idx, &it->v, "item");
@@ -431,15 +435,15 @@ static int do_put(lua_State *L, int block) {
   pitem it;
   encode_item(L, q, 2, &it);
   int res = put_core(q, &it, block, has ? &ts : NULL);
-  if (res == R_OK) {
+  if (res == Q_OK) {
     lua_pushboolean(L, 1);
     return 1;
   }
   loom__value_free(&it.v);
   switch (res) {
-    case R_CLOSED: return raise_closed(L);
-    case R_CANCELLED: return loom__raise_cancelled(L);
-    case R_NOMEM: return raise_nomem(L);
+    case Q_CLOSED: return raise_closed(L);
+    case Q_CANCELLED: return loom__raise_cancelled(L);
+    case Q_NOMEM: return raise_nomem(L);
     default: return fail(L, res);
   }
 }
@@ -458,11 +462,11 @@ static int do_get(lua_State *L, int block) {
   int has = block && !lua_isnoneornil(L, 2) && loom__opt_deadline(L, 2, &ts);
   loom_value v;
   int res = get_core(q, &v, block, has ? &ts : NULL);
-  if (res == R_OK) {
+  if (res == Q_OK) {
     push_item(L, &v);
     return 1;
   }
-  if (res == R_CANCELLED) return loom__raise_cancelled(L);
+  if (res == Q_CANCELLED) return loom__raise_cancelled(L);
   return fail(L, res);
 }
 
@@ -479,11 +483,11 @@ static int iter_step(lua_State *L) {
   queue *q = check_queue(L, 1);
   loom_value v;
   int res = get_core(q, &v, 1, NULL);
-  if (res == R_OK) {
+  if (res == Q_OK) {
     push_item(L, &v);
     return 1;
   }
-  if (res == R_CANCELLED) return loom__raise_cancelled(L);
+  if (res == Q_CANCELLED) return loom__raise_cancelled(L);
   lua_pushnil(L);
   return 1;
 }
@@ -505,10 +509,13 @@ typedef struct batch {
   pitem items[];
 } batch;
 
-static int batch_gc(lua_State *L) {
-  batch *b = (batch *)luaL_checkudata(L, 1, batch_meta);
+static void batch_clear(batch *b) {
   for (size_t i = b->first; i < b->n; i++) loom__value_free(&b->items[i].v);
   b->first = b->n = 0;
+}
+
+static int batch_gc(lua_State *L) {
+  batch_clear((batch *)luaL_checkudata(L, 1, batch_meta));
   return 0;
 }
 
@@ -542,7 +549,7 @@ static int q_put_many(lua_State *L) {
       lua_pop(L, 1);
     }
     /* store it, waiting for room as needed */
-    int res = R_OK;
+    int res = Q_OK;
     while (b->first < b->n) {
       int rc = 0;
       pthread_mutex_lock(&q->mu);
@@ -554,19 +561,19 @@ static int q_put_many(lua_State *L) {
       }
       size_t stored = 0;
       if (qclosed(q)) {
-        res = R_CLOSED;
+        res = Q_CLOSED;
       } else {
         while (b->first < b->n && !is_full(q, qcount(q))) {
           if (!store(q, &b->items[b->first])) {
-            res = R_NOMEM;
+            res = Q_NOMEM;
             break;
           }
           b->first++;
           stored++;
         }
-        if (res == R_OK && b->first < b->n)
-          res = rc == LOOM_CANCELLED ? R_CANCELLED
-                : rc == ETIMEDOUT    ? R_TIMEOUT : R_OK;
+        if (res == Q_OK && b->first < b->n)
+          res = rc == LOOM_CANCELLED ? Q_CANCELLED
+                : rc == ETIMEDOUT    ? Q_TIMEOUT : Q_OK;
       }
       int wake_get = stored > 0 ? q->get_waiters : 0;
       if (stored > 0 && q->sel) wake_selectors(q);
@@ -574,14 +581,14 @@ static int q_put_many(lua_State *L) {
       if (wake_get == 1 && stored == 1) pthread_cond_signal(&q->can_get);
       else if (wake_get) pthread_cond_broadcast(&q->can_get);
       done += (lua_Integer)stored;
-      if (res != R_OK) break;
+      if (res != Q_OK) break;
     }
-    if (res != R_OK) {
-      batch_gc(L); /* b is at 3 */
+    if (res != Q_OK) {
+      batch_clear(b);
       switch (res) {
-        case R_CLOSED: return raise_closed(L);
-        case R_CANCELLED: return loom__raise_cancelled(L);
-        case R_NOMEM: return raise_nomem(L);
+        case Q_CLOSED: return raise_closed(L);
+        case Q_CANCELLED: return loom__raise_cancelled(L);
+        case Q_NOMEM: return raise_nomem(L);
         default:
           lua_pushnil(L);
           lua_pushstring(L, reasons[res]);
@@ -611,11 +618,11 @@ static int q_get_many(lua_State *L) {
   int first = 1;
   for (;;) {
     loom_value v;
-    int res = R_OK;
+    int res = Q_OK;
     if (first) { /* the blocking part: one item through the usual path */
       res = get_core(q, &v, 1, has ? &ts : NULL);
-      if (res == R_CANCELLED) return loom__raise_cancelled(L);
-      if (res != R_OK) return fail(L, res);
+      if (res == Q_CANCELLED) return loom__raise_cancelled(L);
+      if (res != Q_OK) return fail(L, res);
       b->items[0].v = v;
       b->first = 0;
       b->n = 1;
@@ -893,8 +900,8 @@ static int sel_poll(selstate *st, loom_value *v) {
       continue;
     }
     int res = get_core(q, v, 0, NULL);
-    if (res == R_OK) return i;
-    if (res == R_CLOSED) nclosed++;
+    if (res == Q_OK) return i;
+    if (res == Q_CLOSED) nclosed++;
   }
   return nclosed == st->n ? -2 : -1;
 }
@@ -979,9 +986,9 @@ static int l_select(lua_State *L) {
     push_item(L, &v);
     return 2;
   }
-  if (i == -2) return fail(L, R_CLOSED);
+  if (i == -2) return fail(L, Q_CLOSED);
   if (rc == LOOM_CANCELLED) return loom__raise_cancelled(L);
-  return fail(L, R_TIMEOUT);
+  return fail(L, Q_TIMEOUT);
 }
 
 /* ------------------------------------------------------------------ */

@@ -187,6 +187,23 @@ static int lazy_pairs(lua_State *L) {
   return 3;
 }
 
+void loom__open_lazy_libs(lua_State *L) {
+  static const char *const names[] = {LUA_COLIBNAME, LUA_IOLIBNAME,
+    LUA_OSLIBNAME, LUA_MATHLIBNAME, LUA_UTF8LIBNAME, LUA_DBLIBNAME, NULL};
+  int top = lua_gettop(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  for (int i = 0; names[i]; i++) {
+    if (lua_getfield(L, top + 1, names[i]) == LUA_TTABLE &&
+        luaL_getmetafield(L, -1, "__index") == LUA_TFUNCTION &&
+        lua_tocfunction(L, -1) == lazy_index) {
+      lua_pushliteral(L, "");
+      lua_gettable(L, top + 2); /* any key opens it */
+    }
+    lua_settop(L, top + 1);
+  }
+  lua_settop(L, top);
+}
+
 static void open_libs(lua_State *L) {
   static const luaL_Reg eager[] = {
     {LUA_GNAME, luaopen_base}, {LUA_LOADLIBNAME, luaopen_package},
@@ -739,7 +756,8 @@ static int thread_result(lua_State *L) {
     return luaL_error(L, "%s", t->report ? t->report : "thread failed");
   loom__decode(L, t->result);
   if (lua_type(L, -1) == LUA_TSTRING)
-    lua_pushfstring(L, "%s\n(in thread '%s') %s", lua_tostring(L, -1), t->name,
+    lua_pushfstring(L, "%s\n(in thread '%s')%s%s", lua_tostring(L, -1),
+                    t->name, t->traceback && *t->traceback ? " " : "",
                     t->traceback ? t->traceback : "");
   return lua_error(L);
 }

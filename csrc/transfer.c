@@ -973,13 +973,17 @@ static void decode(dec *d) {
       const char *name = get_str(d, &len);
       lua_pushlstring(L, name, len);
       if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TNIL) {
+        /* it may belong to a library this state has not opened yet */
         lua_pop(L, 1);
+        loom__open_lazy_libs(L);
         luaL_requiref(L, "loom.core", luaopen_loom_core, 0);
         lua_pop(L, 1);
         lua_pushlstring(L, name, len);
-        if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TNIL)
-          luaL_error(L, "metatable '%s' is not registered in this state",
-                     lua_tostring(L, -2));
+        if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TNIL) {
+          lua_pushlstring(L, name, len);
+          luaL_error(L, "cannot copy a value whose metatable '%s' is not "
+                        "registered in the receiving state", lua_tostring(L, -1));
+        }
       }
       break;
     }
