@@ -71,24 +71,28 @@ struct selwaiter {
 
 typedef struct queue {
   loom_object obj;
-  int kind;
-  size_t maxsize; /* 0: unbounded */
-  pthread_mutex_t mu;
-  pthread_cond_t can_get, can_put, all_done;
-  /* ring (FIFO, LIFO, Simple): cap is 0 or a power of two */
+  /* hot: what every put and get touches, together in one cache line
+  ** (the lock word, the ring position and the count) */
+  _Alignas(64) pthread_mutex_t mu;
   loom_value *ring;
-  size_t cap, head;
+  size_t head;
+  /* written under mu; read without it only as hints for spinning */
+  atomic_size_t count;
+  /* read-mostly */
+  _Alignas(64) size_t cap; /* ring: 0 or a power of two */
+  size_t maxsize; /* 0: unbounded */
+  int kind;
+  atomic_int closed;
+  int get_waiters, put_waiters, join_waiters;
+  selnode *sel; /* select waiters on this queue */
+  atomic_int spin_ns; /* adaptive spin budget */
+  /* written by putters (and task_done) */
+  _Alignas(64) size_t unfinished; /* task_done bookkeeping */
   /* heap (Priority) */
   pitem *heap;
   size_t hcap;
   uint64_t seq;
-  /* written under mu; read without it only as hints for spinning */
-  atomic_size_t count;
-  atomic_int closed;
-  atomic_int spin_ns; /* adaptive spin budget */
-  size_t unfinished; /* task_done bookkeeping */
-  int get_waiters, put_waiters, join_waiters;
-  selnode *sel; /* select waiters on this queue */
+  pthread_cond_t can_get, can_put, all_done;
 } queue;
 
 static const loom_class fifo_class, lifo_class, prio_class, simple_class;
@@ -285,13 +289,12 @@ static int spin(queue *q, int (*ready)(queue *)) {
 static int get_core(queue *q, loom_value *v, int block,
                     const struct timespec *dl) {
   int rc = 0;
+  /* spin on the hint before taking the lock: an empty queue costs no
+  ** lock traffic while the producer is about to put */
+  if (block && qcount(q) == 0 && ncpu > 1 && !loom__cancel_requested())
+    spin(q, ready_get);
   pthread_mutex_lock(&q->mu);
   if (qcount(q) == 0 && !qclosed(q) && block) {
-    if (ncpu > 1 && !loom__cancel_requested()) {
-      pthread_mutex_unlock(&q->mu);
-      spin(q, ready_get);
-      pthread_mutex_lock(&q->mu);
-    }
     while (qcount(q) == 0 && !qclosed(q)) {
       q->get_waiters++;
       rc = loom__wait(&q->obj, &q->can_get, &q->mu, dl);
@@ -322,13 +325,10 @@ static int get_core(queue *q, loom_value *v, int block,
 static int put_core(queue *q, pitem *it, int block,
                     const struct timespec *dl) {
   int rc = 0;
+  if (block && is_full(q, qcount(q)) && ncpu > 1 && !loom__cancel_requested())
+    spin(q, ready_put);
   pthread_mutex_lock(&q->mu);
   if (is_full(q, qcount(q)) && !qclosed(q) && block) {
-    if (ncpu > 1 && !loom__cancel_requested()) {
-      pthread_mutex_unlock(&q->mu);
-      spin(q, ready_put);
-      pthread_mutex_lock(&q->mu);
-    }
     while (is_full(q, qcount(q)) && !qclosed(q)) {
       q->put_waiters++;
       rc = loom__wait(&q->obj, &q->can_put, &q->mu, dl);
@@ -369,6 +369,20 @@ static queue *check_queue(lua_State *L, int idx) {
     __builtin_unreachable(); /* luaL_typeerror does not return */
   }
   return (queue *)o;
+}
+
+/* The queue at index 1 of a method: methods are closures whose upvalue
+** is their class's metatable, so the usual case is one comparison. */
+static inline queue *check_self(lua_State *L) {
+  if (lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) {
+      loom_object **box = (loom_object **)lua_touserdata(L, 1);
+      if (box != NULL && *box != NULL) return (queue *)*box;
+    }
+  }
+  return check_queue(L, 1); /* another queue kind, or an error */
 }
 
 static queue *test_queue(lua_State *L, int idx) {
@@ -428,7 +442,7 @@ static void encode_item(lua_State *L, queue *q, int idx, pitem *it) {
 /* put / get                                                            */
 
 static int do_put(lua_State *L, int block) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   struct timespec ts;
   int has = block && !lua_isnoneornil(L, 3) && loom__opt_deadline(L, 3, &ts);
   if (lua_isnone(L, 2)) luaL_argerror(L, 2, "cannot put nil into a queue");
@@ -457,7 +471,7 @@ static int q_put_nowait(lua_State *L) {
 }
 
 static int do_get(lua_State *L, int block) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   struct timespec ts;
   int has = block && !lua_isnoneornil(L, 2) && loom__opt_deadline(L, 2, &ts);
   loom_value v;
@@ -493,7 +507,7 @@ static int iter_step(lua_State *L) {
 }
 
 static int q_iter(lua_State *L) {
-  check_queue(L, 1);
+  check_self(L);
   lua_pushcfunction(L, iter_step);
   lua_pushvalue(L, 1);
   return 2;
@@ -529,7 +543,7 @@ static batch *new_batch(lua_State *L, size_t cap) {
 
 /* q:put_many(items[, timeout]) -> true | nil, "timeout", count_put */
 static int q_put_many(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   struct timespec ts;
   int has = loom__opt_deadline(L, 3, &ts);
@@ -605,7 +619,7 @@ static int q_put_many(lua_State *L) {
 ** the first item, then takes what is there without waiting more.
 ** nil, "timeout" | nil, "closed" when nothing came. */
 static int q_get_many(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   lua_Integer want = luaL_checkinteger(L, 2);
   luaL_argcheck(L, want >= 1, 2, "count must be at least 1");
   struct timespec ts;
@@ -653,32 +667,32 @@ static int q_get_many(lua_State *L) {
 /* sizes, tasks, close                                                  */
 
 static int q_qsize(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   lua_pushinteger(L, (lua_Integer)qcount(q));
   return 1;
 }
 
 static int q_empty(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   lua_pushboolean(L, qcount(q) == 0);
   return 1;
 }
 
 static int q_full(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   lua_pushboolean(L, is_full(q, qcount(q)));
   return 1;
 }
 
 static int q_is_closed(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   lua_pushboolean(L, qclosed(q));
   return 1;
 }
 
 /* q:task_done([n]) */
 static int q_task_done(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   lua_Integer n = luaL_optinteger(L, 2, 1);
   luaL_argcheck(L, n >= 1, 2, "count must be at least 1");
   pthread_mutex_lock(&q->mu);
@@ -696,7 +710,7 @@ static int q_task_done(lua_State *L) {
 
 /* q:join([timeout]) -> true once every item is done, false on timeout */
 static int q_join(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   struct timespec ts;
   int has = loom__opt_deadline(L, 2, &ts);
   int rc = 0;
@@ -718,7 +732,7 @@ static int q_join(lua_State *L) {
 ** "closed". With immediate, the items left are discarded (and count as
 ** done for join). Every blocked caller wakes. */
 static int q_close(lua_State *L) {
-  queue *q = check_queue(L, 1);
+  queue *q = check_self(L);
   int immediate = lua_toboolean(L, 2);
   pthread_mutex_lock(&q->mu);
   atomic_store_explicit(&q->closed, 1, memory_order_relaxed);
@@ -748,7 +762,7 @@ static int q_index(lua_State *L) {
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   const char *k = lua_tostring(L, 2);
   if (k != NULL && strcmp(k, "maxsize") == 0) {
-    queue *q = check_queue(L, 1);
+    queue *q = check_self(L);
     lua_pushinteger(L, (lua_Integer)q->maxsize);
   } else {
     lua_pushnil(L);
@@ -798,8 +812,10 @@ static int new_queue(lua_State *L, const loom_class *cls, int kind) {
   lua_Integer maxsize = 0;
   if (kind != K_SIMPLE) maxsize = luaL_optinteger(L, 1, 0);
   if (maxsize < 0) maxsize = 0; /* Python: <= 0 is unbounded */
-  queue *q = (queue *)calloc(1, sizeof *q);
+  size_t size = (sizeof(queue) + 63) & ~(size_t)63;
+  queue *q = (queue *)aligned_alloc(64, size); /* hot fields own a line */
   if (q == NULL) return luaL_error(L, "not enough memory for a queue");
+  memset(q, 0, size);
   if (init_mutex(&q->mu) != 0) goto fail_mu;
   if (loom__cond_init(&q->can_get) != 0) goto fail_get;
   if (loom__cond_init(&q->can_put) != 0) goto fail_put;
@@ -1050,14 +1066,26 @@ static const luaL_Reg queue_funcs[] = {
   {NULL, NULL}
 };
 
-/* Registers cls, then replaces its __index by a closure that finds the
-** methods first (one raw lookup) and answers `maxsize`. */
+/* Registers cls, then makes its methods closures over the metatable
+** (see check_self) and its __index a closure that finds them first (one
+** raw lookup) and answers `maxsize`. */
 static void register_queue_class(lua_State *L, const loom_class *cls) {
   loom__register_class(L, cls);
   luaL_getmetatable(L, cls->name);
-  lua_getfield(L, -1, "__methods");
+  int mt = lua_gettop(L);
+  lua_newtable(L);
+  for (const luaL_Reg *r = cls->methods; r->name != NULL; r++) {
+    lua_pushvalue(L, mt);
+    lua_pushcclosure(L, r->func, 1);
+    lua_setfield(L, -2, r->name);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, mt, "__methods");
   lua_pushcclosure(L, q_index, 1);
-  lua_setfield(L, -2, "__index");
+  lua_setfield(L, mt, "__index");
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, q_len, 1);
+  lua_setfield(L, mt, "__len");
   lua_pop(L, 1);
 }
 
