@@ -238,9 +238,31 @@ static void open_libs(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* print for thread states: the whole line in one write, so lines printed
+** by concurrent threads never mix. */
+static int line_print(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 1; i <= n; i++) {
+    if (i > 1) luaL_addchar(&b, '\t');
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '\n');
+  luaL_pushresult(&b);
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  fwrite(s, 1, len, stdout);
+  fflush(stdout);
+  return 0;
+}
+
 static int open_state_body(lua_State *L) {
   const loom_paths *p = (const loom_paths *)lua_touserdata(L, 1);
   open_libs(L);
+  lua_pushcfunction(L, line_print);
+  lua_setglobal(L, "print");
   lua_pushboolean(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
   lua_getglobal(L, "package");
