@@ -358,6 +358,7 @@ static int fail(enc *e, const char *fmt, const char *detail) {
 }
 
 static void encode(enc *e, int idx);
+static inline int encode_scalar(enc *e, int idx, int type);
 
 static void push_seg(enc *e, int kind, int idx, const char *name) {
   if (e->depth >= MAX_DEPTH) {
@@ -571,10 +572,12 @@ static void encode_table(enc *e, int idx) {
   put_u32(e, (uint32_t)narr);
   put_u32(e, 0);
   for (lua_Integer i = 1; i <= narr; i++) {
-    lua_rawgeti(L, idx, i);
-    push_seg(e, SEG_INDEX, (int)i, NULL);
-    encode(e, lua_gettop(L));
-    e->depth--;
+    int type = lua_rawgeti(L, idx, i);
+    if (!encode_scalar(e, -1, type)) {
+      push_seg(e, SEG_INDEX, (int)i, NULL);
+      encode(e, lua_gettop(L));
+      e->depth--;
+    }
     lua_pop(L, 1);
   }
   uint32_t nhash = 0;
@@ -588,12 +591,16 @@ static void encode_table(enc *e, int idx) {
         continue;
       }
     }
-    push_seg(e, SEG_KEYOF, 0, NULL);
-    encode(e, key);
-    e->s->path[e->depth - 1].kind = SEG_KEY;
-    e->s->path[e->depth - 1].idx = key;
-    encode(e, key + 1);
-    e->depth--;
+    if (!encode_scalar(e, key, lua_type(L, key))) {
+      push_seg(e, SEG_KEYOF, 0, NULL);
+      encode(e, key);
+      e->depth--;
+    }
+    if (!encode_scalar(e, key + 1, lua_type(L, key + 1))) {
+      push_seg(e, SEG_KEY, key, NULL);
+      encode(e, key + 1);
+      e->depth--;
+    }
     lua_pop(L, 1);
     nhash++;
   }
@@ -683,12 +690,16 @@ static void encode_object(enc *e, loom_object *o) {
   put_u32(e, (uint32_t)s->nobjs++);
 }
 
-static void encode(enc *e, int idx) {
+/* Writes a value that needs no recursion and cannot fail; returns 0 for
+** anything else. Table loops call it first, so that the keys and values
+** of plain records cost no recursive call and no path bookkeeping. */
+static inline int encode_scalar(enc *e, int idx, int type) {
   lua_State *L = e->L;
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: put_byte(e, T_NIL); break;
-    case LUA_TBOOLEAN: put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
-      break;
+  switch (type) {
+    case LUA_TNIL: put_byte(e, T_NIL); return 1;
+    case LUA_TBOOLEAN:
+      put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+      return 1;
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) {
         lua_Integer i = lua_tointeger(L, idx);
@@ -704,7 +715,7 @@ static void encode(enc *e, int idx) {
         put_byte(e, T_FLOAT);
         put(e, &n, sizeof n);
       }
-      break;
+      return 1;
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
@@ -712,8 +723,17 @@ static void encode(enc *e, int idx) {
         put_short_str(e, s, len);
       else
         put_str(e, s, len);
-      break;
+      return 1;
     }
+    default: return 0;
+  }
+}
+
+static void encode(enc *e, int idx) {
+  lua_State *L = e->L;
+  int type = lua_type(L, idx);
+  if (encode_scalar(e, idx, type)) return;
+  switch (type) {
     case LUA_TTABLE:
       encode_table(e, idx);
       break;

@@ -1,0 +1,61 @@
+-- Threads and the copier, loom vs Python 3 in the same run:
+--   spawn+join cost per thread (threading.Thread),
+--   the CPU-bound speedup on 2 threads (Python's GIL keeps it near 1x),
+--   copying a table of 10,000 records {x=i, y="s"..i}: within one state
+--   (encode+decode) vs pickle.dumps+loads, and to another thread where it
+--   is rebuilt vs through a multiprocessing Pipe to a process that
+--   unpickles it.
+local loom = require "loom"
+local util = require "util"
+
+local SPAWN_N = 2000
+local PRIMES_N = 100000
+
+local function noop() end
+
+local spawn = util.best(3, function()
+  local t0 = util.now()
+  for _ = 1, SPAWN_N do loom.thread(noop):join() end
+  return (util.now() - t0) / SPAWN_N
+end)
+
+local function count_primes(n)
+  local c = 0
+  for i = 2, n do
+    local p, d = true, 2
+    while d * d <= i do
+      if i % d == 0 then p = false; break end
+      d = d + 1
+    end
+    if p then c = c + 1 end
+  end
+  return c
+end
+
+local serial = util.best(2, function() count_primes(PRIMES_N); count_primes(PRIMES_N) end)
+local parallel = util.best(2, function()
+  local a, b = loom.thread(count_primes, PRIMES_N), loom.thread(count_primes, PRIMES_N)
+  a:result(); b:result()
+end)
+
+local data = {}
+for i = 1, 10000 do data[i] = { x = i, y = "s" .. i } end
+local copy_inproc = util.best(20, function() loom.copy(data) end)
+local function rebuild(d) return #d end
+local copy_thread = util.best(20, function() loom.thread(rebuild, data):result() end)
+
+local py = util.python("bench/thread_bench.py", SPAWN_N .. " " .. PRIMES_N)
+
+util.report("Threads and copying", {
+  { name = "spawn + join one thread", unit = "s", loom = spawn, python = py.spawn_join },
+  { name = "CPU-bound speedup, 2 threads", unit = "x", loom = serial / parallel,
+    python = py.cpu_speedup, higher = true },
+  { name = "copy 10k records, in-process round trip", unit = "s", loom = copy_inproc,
+    python = py.copy_inproc },
+  { name = "send 10k records to a thread / process", unit = "s", loom = copy_thread,
+    python = py.copy_process },
+})
+print("")
+print("(copy: loom.copy = encode+decode in one state vs pickle.dumps+loads; " ..
+      "send = loom thread started with the table and rebuilding it, vs a Pipe " ..
+      "to a multiprocessing child that unpickles it and replies)")

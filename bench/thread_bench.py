@@ -1,0 +1,98 @@
+# Python peer of bench/thread_bench.lua: prints "name value" lines.
+import multiprocessing as mp
+import pickle
+import sys
+import threading
+import time
+
+
+def best(reps, fn):
+    b = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        b = min(b, time.perf_counter() - t0)
+    return b
+
+
+def noop():
+    pass
+
+
+def spawn_join(n):
+    def run():
+        for _ in range(n):
+            t = threading.Thread(target=noop)
+            t.start()
+            t.join()
+    return best(3, run) / n
+
+
+def count_primes(n):
+    c = 0
+    for i in range(2, n + 1):
+        p = True
+        d = 2
+        while d * d <= i:
+            if i % d == 0:
+                p = False
+                break
+            d += 1
+        if p:
+            c += 1
+    return c
+
+
+def cpu_speedup(n):
+    serial = best(2, lambda: (count_primes(n), count_primes(n)))
+
+    def par():
+        ts = [threading.Thread(target=count_primes, args=(n,)) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    return serial / best(2, par)
+
+
+def child(conn):
+    while True:
+        data = conn.recv()  # unpickles in this process
+        if data is None:
+            return
+        conn.send(len(data))
+
+
+def records():
+    return [{"x": i, "y": "s%d" % i} for i in range(10000)]
+
+
+def copy_inproc():
+    data = records()
+    proto = pickle.HIGHEST_PROTOCOL
+    return best(20, lambda: pickle.loads(pickle.dumps(data, proto)))
+
+
+def copy_process():
+    data = records()
+    parent, kid = mp.Pipe()
+    p = mp.Process(target=child, args=(kid,))
+    p.start()
+
+    def trip():
+        parent.send(data)
+        parent.recv()
+    trip()
+    t = best(20, trip)
+    parent.send(None)
+    p.join()
+    return t
+
+
+if __name__ == "__main__":
+    spawn_n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    primes_n = int(sys.argv[2]) if len(sys.argv) > 2 else 100000
+    print("spawn_join", spawn_join(spawn_n))
+    print("cpu_speedup", cpu_speedup(primes_n))
+    print("copy_inproc", copy_inproc())
+    print("copy_process", copy_process())
