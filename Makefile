@@ -24,7 +24,7 @@ BUILD ?= build
 OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 SO   = $(BUILD)/loom/core.so
 
-.PHONY: all test asan tsan bench install uninstall clean examples demo valgrind
+.PHONY: all test asan tsan bench install uninstall clean examples demo valgrind embed deps
 
 all: $(SO)
 
@@ -36,8 +36,23 @@ $(SO): $(OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) $(ALL_CFLAGS) $(OBJS) -o $@ $(LDFLAGS)
 
+# The embedding example: a C host with loom linked in (a host links liblua;
+# the module itself never does).
+EMBED = examples/embed/host
+embed: $(EMBED)
+$(EMBED): examples/embed/host.c $(SRCS) $(HDRS)
+	$(CC) $(ALL_CFLAGS) -fvisibility=default examples/embed/host.c $(SRCS) -o $@ \
+	  $$($(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) -lm -ldl
+
+# Installs what building and testing need on Debian (once; needs root).
+deps:
+	@command -v lua5.4 >/dev/null && command -v busted >/dev/null && \
+	  command -v luarocks >/dev/null && test -f $(LUA_INCDIR)/lua.h || \
+	  { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); $$SUDO apt-get update -q && \
+	    $$SUDO apt-get install -y -q lua5.4 liblua5.4-dev lua-busted luarocks make gcc python3; }
+
 # Runs the whole spec suite against $(BUILD).
-test: $(SO)
+test: $(SO) $(EMBED)
 	LOOM_BUILD=$(BUILD) $(LUA) spec/run.lua $(SPEC)
 
 demo: $(SO)
@@ -75,4 +90,4 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/include/loom.h
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan $(EMBED)

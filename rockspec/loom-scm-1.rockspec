@@ -1,0 +1,36 @@
+rockspec_format = "3.0"
+package = "loom"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/loom.git",
+}
+description = {
+  summary = "Real parallelism for Lua 5.4: threads, locks, queues, pools, async",
+  detailed = [[
+loom runs Lua code on native threads, each with its own lua_State (no global
+lock), and gives it Python's concurrency toolkit: threads, locks and the other
+synchronisation primitives, queues and channels, a thread pool with futures,
+and an async event loop.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["loom.core"] = {
+      sources = {
+        "csrc/core.c", "csrc/error.c", "csrc/object.c", "csrc/queue.c",
+        "csrc/shared.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",
+        "csrc/wait.c",
+      },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc" },
+      libraries = { "pthread" },
+    },
+    ["loom"] = "lua/loom/init.lua",
+    ["loom.sync"] = "lua/loom/sync.lua",
+    ["loom.queue"] = "lua/loom/queue.lua",
+  },
+}

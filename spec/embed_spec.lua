@@ -1,0 +1,21 @@
+-- The embedding story (csrc/loom.h): a C host with loom linked in, whose
+-- hook gives every thread state the host's own library.
+describe("embedding host", function()
+  it("runs threads that use the host's library from its state hook", function()
+    local p = assert(io.popen(
+      "LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' timeout 60 ./examples/embed/host examples/embed/script.lua 2>&1"))
+    local out = p:read("a")
+    local ok = p:close()
+    assert.is_true(ok, out)
+    local calls = {}
+    for n, call in out:gmatch("embed%-example: thread (%d) is call (%d)\n") do
+      calls[tonumber(n)] = tonumber(call)
+    end
+    for i = 1, 4 do assert.is_number(calls[i], out) end
+    -- four distinct thread calls, then main's, then the host's total
+    local seen = {}
+    for i = 1, 4 do seen[calls[i]] = true end
+    for c = 1, 4 do assert.is_true(seen[c], out) end
+    assert.matches("main is call 5\nhost: 5 calls in total\n$", out)
+  end)
+end)
