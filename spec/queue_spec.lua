@@ -240,20 +240,20 @@ describe("queues", function()
     end)
 
     it("frees the items of a queue nobody holds any more", function()
-      local out, status = helpers.run_lua([[
-        local loom = require "loom"
-        for _ = 1, 200 do
-          local q = loom.PriorityQueue()
-          q:put({1, string.rep("y", 100)})
-          q:put({2, {deep = {1, 2, 3}}})
-          local r = loom.Queue()
-          r:put(string.rep("z", 500)); r:put(q); r:put(1)
-        end
-        collectgarbage(); collectgarbage()
-        print("ok")
-      ]])
-      assert.are.equal(0, status, out)
-      assert.matches("ok", out)
+      -- leaks show under `make asan` / valgrind; here: it must not crash
+      for _ = 1, 200 do
+        local p = loom.PriorityQueue()
+        p:put({ 1, string.rep("y", 100) })
+        p:put({ 2, { deep = { 1, 2, 3 } } })
+        local r = loom.Queue()
+        r:put(string.rep("z", 500))
+        r:put(p)
+        r:put(1)
+        local l = loom.LifoQueue(3)
+        l:put_many({ "a", string.rep("b", 50), { 1 } })
+      end
+      collectgarbage()
+      collectgarbage()
     end)
   end)
 
