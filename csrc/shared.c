@@ -247,8 +247,28 @@ static void shared_destroy(loom_object *o) {
   free(s);
 }
 
+/* The table at idx. Methods and metamethods carry the class metatable
+** as upvalue 1 (see loom__open_shared): one comparison in the common
+** case, the full check (which words the errors) otherwise. */
 static shared_obj *check_shared(lua_State *L, int idx) {
+  loom_object **box = (loom_object **)lua_touserdata(L, idx);
+  if (box != NULL && *box != NULL && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return (shared_obj *)*box;
+  }
   return LOOM_CHECK(L, idx, shared_obj, &shared_class);
+}
+
+/* Pushes the method table (upvalue 2, or from the metatable). */
+static void push_methods(lua_State *L) {
+  if (lua_type(L, lua_upvalueindex(2)) == LUA_TTABLE) {
+    lua_pushvalue(L, lua_upvalueindex(2));
+  } else {
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "__methods");
+    lua_remove(L, -2);
+  }
 }
 
 /* Takes mu and waits until no other thread owns the table. 0 with mu
@@ -475,11 +495,10 @@ static int l_shared(lua_State *L) {
 static int shared_index(lua_State *L) {
   shared_obj *s = check_shared(L, 1);
   if (lua_type(L, 2) == LUA_TSTRING) {
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__methods");
+    push_methods(L);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL) return 1;
-    lua_pop(L, 3);
+    lua_pop(L, 2);
   }
   get_at(L, s, 2);
   return 1;
@@ -488,15 +507,14 @@ static int shared_index(lua_State *L) {
 static int shared_newindex(lua_State *L) {
   shared_obj *s = check_shared(L, 1);
   if (lua_type(L, 2) == LUA_TSTRING) {
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__methods");
+    push_methods(L);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL)
       return luaL_error(L, "'%s' is a method of loom.shared: use "
                         "s:set('%s', v) and s:get('%s') for this key",
                         lua_tostring(L, 2), lua_tostring(L, 2),
                         lua_tostring(L, 2));
-    lua_pop(L, 3);
+    lua_pop(L, 2);
   }
   set_at(L, s, 2, 3);
   return 0;
@@ -800,6 +818,17 @@ static const loom_class shared_class = {
 
 void loom__open_shared(lua_State *L) {
   loom__register_class(L, &shared_class);
+  /* upvalues of every method and metamethod: metatable, method table */
+  luaL_getmetatable(L, SHARED_META);
+  lua_getfield(L, -1, "__methods"); /* mt, methods */
+  for (int i = 0; i < 2; i++) {
+    lua_pushvalue(L, i == 0 ? -1 : -2); /* the table to fill */
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, -3);
+    luaL_setfuncs(L, i == 0 ? shared_methods : shared_meta, 2);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
   if (luaL_newmetatable(L, GUARD_META)) {
     lua_pushcfunction(L, guard_close);
     lua_setfield(L, -2, "__close");

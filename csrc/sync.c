@@ -63,12 +63,37 @@ static int sleep_on(loom_object *owner, pthread_cond_t *cv, pthread_mutex_t *mu,
 /* Reads acquire's (blocking, timeout) at idx, idx+1. Raises on misuse. */
 static int opt_acquire_args(lua_State *L, int idx, struct timespec *ts,
                             int *has) {
+  if (lua_gettop(L) < idx) { /* acquire(): the common case */
+    *has = 0;
+    return 1;
+  }
   int blocking = lua_isnoneornil(L, idx) ? 1 : lua_toboolean(L, idx);
   if (!blocking && !lua_isnoneornil(L, idx + 1))
     luaL_argerror(L, idx + 1, "can't specify a timeout for a non-blocking call");
   *has = loom__opt_deadline(L, idx + 1, ts);
   return blocking;
 }
+
+/* The object at index 1. Every method and metamethod of these classes
+** carries its class metatable as upvalue 1 (see bind_class), so the
+** common case is one metatable comparison; anything else goes through
+** the full check, which words the errors. */
+static loom_object *fast_self(lua_State *L) {
+  loom_object **box = (loom_object **)lua_touserdata(L, 1);
+  if (box != NULL && *box != NULL && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return *box;
+  }
+  return NULL;
+}
+
+static loom_object *check_self(lua_State *L, const loom_class *cls) {
+  loom_object *o = fast_self(L);
+  return o != NULL ? o : loom__check_object(L, 1, cls);
+}
+
+#define CHECK(L, T, cls) ((T *)check_self((L), (cls)))
 
 /* ------------------------------------------------------------------ */
 /* corelock: the mutex under Lock and RLock                             */
@@ -213,7 +238,9 @@ static int push_guard(lua_State *L, loom_object *o, const lockops *ops) {
   guard *g = (guard *)lua_newuserdatauv(L, sizeof *g, 0);
   g->o = NULL;
   g->ops = ops;
-  if (luaL_getmetatable(L, GUARD_META) != LUA_TTABLE) {
+  if (lua_type(L, lua_upvalueindex(2)) == LUA_TTABLE) {
+    lua_pushvalue(L, lua_upvalueindex(2));
+  } else if (luaL_getmetatable(L, GUARD_META) != LUA_TTABLE) {
     lua_pop(L, 1);
     register_guard(L);
     luaL_getmetatable(L, GUARD_META);
@@ -265,7 +292,7 @@ static int l_Lock(lua_State *L) {
 }
 
 static int lock_acquire(lua_State *L) {
-  lock_obj *k = LOOM_CHECK(L, 1, lock_obj, &lock_class);
+  lock_obj *k = CHECK(L, lock_obj, &lock_class);
   struct timespec ts;
   int has, blocking = opt_acquire_args(L, 2, &ts, &has);
   int r = cl_acquire(&k->cl, &k->obj, blocking, has ? &ts : NULL, 1);
@@ -291,26 +318,26 @@ static int release_result(lua_State *L, const char *err) {
 }
 
 static int lock_release(lua_State *L) {
-  lock_obj *k = LOOM_CHECK(L, 1, lock_obj, &lock_class);
+  lock_obj *k = CHECK(L, lock_obj, &lock_class);
   return release_result(L, lock_release_obj(&k->obj));
 }
 
 static int lock_locked(lua_State *L) {
-  lock_obj *k = LOOM_CHECK(L, 1, lock_obj, &lock_class);
+  lock_obj *k = CHECK(L, lock_obj, &lock_class);
   lua_pushboolean(L, atomic_load(&k->cl.state) != 0);
   return 1;
 }
 
 static int lock_guard(lua_State *L) {
-  return push_guard(L, &LOOM_CHECK(L, 1, lock_obj, &lock_class)->obj, &lock_ops);
+  return push_guard(L, &CHECK(L, lock_obj, &lock_class)->obj, &lock_ops);
 }
 
 static int lock_with(lua_State *L) {
-  return do_with(L, &LOOM_CHECK(L, 1, lock_obj, &lock_class)->obj, &lock_ops);
+  return do_with(L, &CHECK(L, lock_obj, &lock_class)->obj, &lock_ops);
 }
 
 static int lock_tostring(lua_State *L) {
-  lock_obj *k = LOOM_CHECK(L, 1, lock_obj, &lock_class);
+  lock_obj *k = CHECK(L, lock_obj, &lock_class);
   lua_pushfstring(L, "loom.Lock (%s): %p",
                   atomic_load(&k->cl.state) ? "locked" : "unlocked", (void *)k);
   return 1;
@@ -384,7 +411,7 @@ static int rlock_take(rlock_obj *r, int blocking, const struct timespec *dl) {
 }
 
 static int rlock_acquire(lua_State *L) {
-  rlock_obj *r = LOOM_CHECK(L, 1, rlock_obj, &rlock_class);
+  rlock_obj *r = CHECK(L, rlock_obj, &rlock_class);
   struct timespec ts;
   int has, blocking = opt_acquire_args(L, 2, &ts, &has);
   int rc = rlock_take(r, blocking, has ? &ts : NULL);
@@ -410,32 +437,32 @@ static void rlock_acquire_obj(lua_State *L, loom_object *o) {
 static const lockops rlock_ops = {rlock_acquire_obj, rlock_release_obj};
 
 static int rlock_release(lua_State *L) {
-  rlock_obj *r = LOOM_CHECK(L, 1, rlock_obj, &rlock_class);
+  rlock_obj *r = CHECK(L, rlock_obj, &rlock_class);
   return release_result(L, rlock_release_obj(&r->obj));
 }
 
 static int rlock_locked(lua_State *L) {
-  rlock_obj *r = LOOM_CHECK(L, 1, rlock_obj, &rlock_class);
+  rlock_obj *r = CHECK(L, rlock_obj, &rlock_class);
   lua_pushboolean(L, atomic_load(&r->cl.state) != 0);
   return 1;
 }
 
 static int rlock_is_owned(lua_State *L) {
-  lua_pushboolean(L, rlock_owned(LOOM_CHECK(L, 1, rlock_obj, &rlock_class)));
+  lua_pushboolean(L, rlock_owned(CHECK(L, rlock_obj, &rlock_class)));
   return 1;
 }
 
 static int rlock_guard(lua_State *L) {
-  return push_guard(L, &LOOM_CHECK(L, 1, rlock_obj, &rlock_class)->obj,
+  return push_guard(L, &CHECK(L, rlock_obj, &rlock_class)->obj,
                     &rlock_ops);
 }
 
 static int rlock_with(lua_State *L) {
-  return do_with(L, &LOOM_CHECK(L, 1, rlock_obj, &rlock_class)->obj, &rlock_ops);
+  return do_with(L, &CHECK(L, rlock_obj, &rlock_class)->obj, &rlock_ops);
 }
 
 static int rlock_tostring(lua_State *L) {
-  rlock_obj *r = LOOM_CHECK(L, 1, rlock_obj, &rlock_class);
+  rlock_obj *r = CHECK(L, rlock_obj, &rlock_class);
   int owned = rlock_owned(r);
   lua_pushfstring(L, "loom.RLock (%s%s): %p",
                   atomic_load(&r->cl.state) ? "locked" : "unlocked",
@@ -523,7 +550,7 @@ static int l_Condition(lua_State *L) {
 }
 
 static cond_obj *check_cond(lua_State *L) {
-  return LOOM_CHECK(L, 1, cond_obj, &cond_class);
+  return CHECK(L, cond_obj, &cond_class);
 }
 
 static int cond_owned(cond_obj *c) {
@@ -763,14 +790,13 @@ static int new_sem(lua_State *L, const loom_class *cls) {
 static int l_Semaphore(lua_State *L) { return new_sem(L, &sem_class); }
 static int l_BoundedSemaphore(lua_State *L) { return new_sem(L, &bsem_class); }
 
-static sem_obj *check_sem(lua_State *L, int idx) {
-  sem_obj *s = (sem_obj *)loom__test_object(L, idx, &sem_class);
-  if (s == NULL) s = (sem_obj *)loom__test_object(L, idx, &bsem_class);
-  if (s == NULL) /* the usual wording: a type error, or "closed" */
-    s = (sem_obj *)loom__check_object(
-        L, idx, luaL_testudata(L, idx, "loom.BoundedSemaphore") ? &bsem_class
-                                                                : &sem_class);
-  return s;
+/* Semaphore and BoundedSemaphore share their methods. */
+static sem_obj *check_sem(lua_State *L) {
+  loom_object *o = fast_self(L);
+  if (o != NULL) return (sem_obj *)o;
+  return (sem_obj *)loom__check_object(
+      L, 1, luaL_testudata(L, 1, "loom.BoundedSemaphore") ? &bsem_class
+                                                          : &sem_class);
 }
 
 static inline int sem_try(sem_obj *s) {
@@ -827,7 +853,7 @@ static int sem_give(sem_obj *s, long long n) {
 }
 
 static int sem_acquire(lua_State *L) {
-  sem_obj *s = check_sem(L, 1);
+  sem_obj *s = check_sem(L);
   struct timespec ts;
   int has, blocking = opt_acquire_args(L, 2, &ts, &has);
   int rc = sem_take(s, blocking, has ? &ts : NULL);
@@ -837,7 +863,7 @@ static int sem_acquire(lua_State *L) {
 }
 
 static int sem_release(lua_State *L) {
-  sem_obj *s = check_sem(L, 1);
+  sem_obj *s = check_sem(L);
   lua_Integer n = luaL_optinteger(L, 2, 1);
   luaL_argcheck(L, n >= 1, 2, "n must be one or more");
   if (sem_give(s, (long long)n) != 0)
@@ -857,15 +883,15 @@ static const char *sem_release_obj(loom_object *o) {
 static const lockops sem_ops = {sem_acquire_obj, sem_release_obj};
 
 static int sem_guard(lua_State *L) {
-  return push_guard(L, &check_sem(L, 1)->obj, &sem_ops);
+  return push_guard(L, &check_sem(L)->obj, &sem_ops);
 }
 
 static int sem_with(lua_State *L) {
-  return do_with(L, &check_sem(L, 1)->obj, &sem_ops);
+  return do_with(L, &check_sem(L)->obj, &sem_ops);
 }
 
 static int sem_index(lua_State *L) {
-  sem_obj *s = check_sem(L, 1);
+  sem_obj *s = check_sem(L);
   const char *k = lua_tostring(L, 2);
   if (k != NULL && strcmp(k, "value") == 0) {
     lua_pushinteger(L, (lua_Integer)atomic_load(&s->value));
@@ -879,7 +905,7 @@ static int sem_index(lua_State *L) {
 }
 
 static int sem_tostring(lua_State *L) {
-  sem_obj *s = check_sem(L, 1);
+  sem_obj *s = check_sem(L);
   lua_pushfstring(L, "%s (value=%I): %p", s->obj.cls->name,
                   (lua_Integer)atomic_load(&s->value), (void *)s);
   return 1;
@@ -947,7 +973,7 @@ static int l_Event(lua_State *L) {
 }
 
 static event_obj *check_event(lua_State *L) {
-  return LOOM_CHECK(L, 1, event_obj, &event_class);
+  return CHECK(L, event_obj, &event_class);
 }
 
 static int event_set(lua_State *L) {
@@ -979,9 +1005,13 @@ static int event_wait(lua_State *L) {
   event_obj *e = check_event(L);
   struct timespec ts;
   int has = loom__opt_deadline(L, 2, &ts);
-  if (atomic_load(&e->flag)) {
-    lua_pushboolean(L, 1);
-    return 1;
+  int spin = (!has || lua_tonumber(L, 2) > 0) ? SPIN : 1;
+  for (int i = 0; i < spin; i++) { /* a set() may be near */
+    if (atomic_load_explicit(&e->flag, memory_order_acquire)) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    cpu_relax();
   }
   int rc = 0, ok;
   pthread_mutex_lock(&e->mu);
@@ -1086,7 +1116,7 @@ static int l_Barrier(lua_State *L) {
 }
 
 static barrier_obj *check_barrier(lua_State *L) {
-  return LOOM_CHECK(L, 1, barrier_obj, &barrier_class);
+  return CHECK(L, barrier_obj, &barrier_class);
 }
 
 static void barrier_break(barrier_obj *b) {
@@ -1295,14 +1325,32 @@ static const luaL_Reg sync_funcs[] = {
   {NULL, NULL}
 };
 
+/* Registers cls, then gives its methods and metamethods two upvalues:
+** the class metatable (check_self) and the guard metatable (push_guard). */
+static void bind_class(lua_State *L, const loom_class *cls) {
+  loom__register_class(L, cls);
+  luaL_getmetatable(L, cls->name);
+  lua_getfield(L, -1, "__methods");
+  lua_pushvalue(L, -2);
+  luaL_getmetatable(L, GUARD_META);
+  luaL_setfuncs(L, cls->methods, 2);
+  lua_pop(L, 1);
+  if (cls->meta != NULL) {
+    lua_pushvalue(L, -1);
+    luaL_getmetatable(L, GUARD_META);
+    luaL_setfuncs(L, cls->meta, 2);
+  }
+  lua_pop(L, 1);
+}
+
 void loom__open_sync(lua_State *L) {
-  loom__register_class(L, &lock_class);
-  loom__register_class(L, &rlock_class);
-  loom__register_class(L, &cond_class);
-  loom__register_class(L, &sem_class);
-  loom__register_class(L, &bsem_class);
-  loom__register_class(L, &event_class);
-  loom__register_class(L, &barrier_class);
   register_guard(L);
+  bind_class(L, &lock_class);
+  bind_class(L, &rlock_class);
+  bind_class(L, &cond_class);
+  bind_class(L, &sem_class);
+  bind_class(L, &bsem_class);
+  bind_class(L, &event_class);
+  bind_class(L, &barrier_class);
   luaL_setfuncs(L, sync_funcs, 0);
 }
