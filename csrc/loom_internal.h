@@ -199,6 +199,9 @@ typedef struct loom_thread loom_thread;
 
 /* The loom thread running on this OS thread, or NULL (main/host thread). */
 loom_thread *loom__self(void);
+/* loom.get_ident() of the caller: unique per loom thread (also when OS
+** threads are reused) and per other OS thread; never 0. */
+uint64_t loom__thread_ident(void);
 /* The cancellation flag of t (for wait.c). */
 atomic_int *loom__thread_cancel_flag(loom_thread *t);
 /* Registers / clears the object t is blocked on (wait.c protocol). */

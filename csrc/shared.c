@@ -27,14 +27,8 @@
 #define SNAP_META "loom.SharedSnapshot"
 #define SSTR_MAX 22
 
-/* identity of the calling OS thread for the owner lock (see sync.c) */
-static atomic_uint_fast64_t next_ident = 1;
-static _Thread_local uint64_t tls_ident;
-
-static uint64_t self_ident(void) {
-  if (tls_ident == 0) tls_ident = atomic_fetch_add(&next_ident, 1);
-  return tls_ident;
-}
+/* the owner lock's notion of "this thread": loom.get_ident() */
+#define self_ident() loom__thread_ident()
 
 /* ------------------------------------------------------------------ */
 /* keys and values                                                      */

@@ -35,15 +35,9 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Identity of the calling OS thread, for RLock ownership: a process-wide
-** counter, so a new thread never inherits the identity of a dead one. */
-static atomic_uint_fast64_t next_ident = 1;
-static _Thread_local uint64_t tls_ident;
-
-static uint64_t self_ident(void) {
-  if (tls_ident == 0) tls_ident = atomic_fetch_add(&next_ident, 1);
-  return tls_ident;
-}
+/* Identity of the caller for RLock ownership: loom.get_ident(), which is
+** unique per loom thread even when loom reuses an OS thread. */
+#define self_ident() loom__thread_ident()
 
 static int deadline_passed(const struct timespec *dl) {
   struct timespec now;

@@ -933,6 +933,10 @@ static int l_enumerate(lua_State *L) {
   return 1;
 }
 
+uint64_t loom__thread_ident(void) {
+  return current_ident();
+}
+
 static int l_get_ident(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)current_ident());
   return 1;
