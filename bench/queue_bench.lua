@@ -98,7 +98,9 @@ util.report("Queues", {
     loom = pingpong, python = py.pingpong },
   { name = "uncontended put + get, one thread", unit = "s",
     loom = uncontended, python = py.uncontended },
-  { name = "1 -> 1 batches of 1000 (put_many/get_many)", unit = "msg/s",
+  { name = "batches of 1000 vs Python per-item put/get", unit = "msg/s",
+    loom = batch_rate, python = py.int_rate, higher = true },
+  { name = "batches of 1000 vs Python put(list of 1000)", unit = "msg/s",
     loom = batch_rate, python = py.batch_rate, higher = true },
 })
 print("")
