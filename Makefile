@@ -24,7 +24,7 @@ BUILD ?= build
 OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 SO   = $(BUILD)/loom/core.so
 
-.PHONY: all test asan tsan bench install uninstall clean examples demo valgrind embed deps
+.PHONY: san-run all test asan tsan bench install uninstall clean examples demo valgrind embed deps
 
 all: $(SO)
 
@@ -58,19 +58,30 @@ test: $(SO) $(EMBED)
 demo: $(SO)
 	LOOM_BUILD=$(BUILD) $(LUA) examples/run_all.lua
 
+# Sanitizer builds: the module and a small Lua runner (spec/support/) are
+# built with the sanitizer, and the whole suite runs under that runner.
+LUA_LIBS = $$($(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) -lm -ldl
+SAN_RUN = LOOM_LUA=$(BUILD)/lua LOOM_BUILD=$(BUILD) $(BUILD)/lua spec/run.lua $(SPEC)
+
+$(BUILD)/lua: spec/support/lua_runner.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDFLAGS) $(LUA_LIBS)
+
+ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
-	  LDFLAGS="-fsanitize=address,undefined" build-asan/loom/core.so
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  LOOM_BUILD=build-asan $(LUA) spec/run.lua $(SPEC)
+	$(MAKE) BUILD=build-asan OPT="-O1 -g $(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
+	  build-asan/loom/core.so build-asan/lua
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  LOOM_SANITIZER=asan $(MAKE) --no-print-directory BUILD=build-asan san-run
 
 tsan:
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
-	  build-tsan/loom/core.so
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 report_signal_unsafe=0" \
-	  LD_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" \
-	  LOOM_BUILD=build-tsan LOOM_SANITIZER=tsan $(LUA) spec/run.lua $(SPEC)
+	  build-tsan/loom/core.so build-tsan/lua
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  LOOM_SANITIZER=tsan $(MAKE) --no-print-directory BUILD=build-tsan san-run
+
+san-run:
+	$(SAN_RUN)
 
 bench: $(SO)
 	LOOM_BUILD=$(BUILD) $(LUA) bench/run.lua

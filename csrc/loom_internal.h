@@ -94,6 +94,9 @@ typedef struct loom_msg loom_msg;
 ** starting with `what` ("args" gives args[2].log). Never call with a
 ** mutex held. */
 loom_msg *loom__encode(lua_State *L, int first, int n, const char *what);
+/* Encodes a function and its nargs arguments from stack index first, for a
+** call in another state: errors name them "target" and "args[i]". */
+loom_msg *loom__encode_call(lua_State *L, int first, int nargs);
 /* Pushes the values of m; returns how many. Raises only on memory errors
 ** or when a module named in m cannot be required here. */
 int loom__decode(lua_State *L, const loom_msg *m);

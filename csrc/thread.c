@@ -372,7 +372,10 @@ static void record_error(lua_State *L, loom_thread *t) {
   t->traceback = dup_cstr(lua_tostring(L, tb));
   const char *text = luaL_tolstring(L, val, NULL);
   lua_pushfstring(L, "%s\n%s", text, lua_tostring(L, tb));
-  t->report = dup_cstr(lua_tostring(L, -1));
+  /* a thread ended by its own cancellation did what it was asked: that is
+  ** not an error to report, though result() still raises it */
+  if (!loom__is_error(L, val, "cancelled"))
+    t->report = dup_cstr(lua_tostring(L, -1));
   lua_pop(L, 3);
   t->failed = 1;
 }
@@ -406,18 +409,20 @@ static void finish(loom_thread *t, lua_State *L, const char *fatal) {
   }
   if (L != NULL) lua_close(L);
 
+  /* off the running list first: once join() returns, active_count() and
+  ** enumerate() no longer see it */
+  pthread_mutex_lock(&registry_mu);
+  if (t->prev) t->prev->next = t->next; else running = t->next;
+  if (t->next) t->next->prev = t->prev;
+  running_count--;
+  pthread_mutex_unlock(&registry_mu);
+
   pthread_mutex_lock(&t->mu);
   t->result = result;
   t->state = T_DONE;
   atomic_store_explicit(&t->done, 1, memory_order_release);
   pthread_cond_broadcast(&t->cv);
   pthread_mutex_unlock(&t->mu);
-
-  pthread_mutex_lock(&registry_mu);
-  if (t->prev) t->prev->next = t->next; else running = t->next;
-  if (t->next) t->next->prev = t->prev;
-  running_count--;
-  pthread_mutex_unlock(&registry_mu);
 }
 
 /* The very last step of a thread: drop its own reference (which may
@@ -642,7 +647,7 @@ static int l_Thread(lua_State *L) {
   lua_pop(L, 1);
   lua_pop(L, 1);
   /* stack: spec, target, args..., name */
-  loom_msg *start = loom__encode(L, 2, nargs + 1, "args");
+  loom_msg *start = loom__encode_call(L, 2, nargs);
   loom_thread *t = thread_alloc(name);
   if (t == NULL) {
     loom__msg_free(start);
@@ -741,8 +746,10 @@ static double spin_for(lua_State *L, int has_timeout) {
 }
 
 static void check_joinable(lua_State *L, loom_thread *t, const char *what) {
-  if (t->is_main || t == tls_self)
+  if (t == tls_self || (t->is_main && tls_self == NULL))
     luaL_error(L, "cannot %s the current thread (it would deadlock)", what);
+  if (t->is_main)
+    luaL_error(L, "cannot %s the main thread: it ends with the program", what);
   pthread_mutex_lock(&t->mu);
   int state = t->state;
   pthread_mutex_unlock(&t->mu);

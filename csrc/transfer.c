@@ -38,12 +38,19 @@ enum { F_MARKED = 1, F_META = 2 };
 enum { UP_VALUE, UP_JOIN };
 
 struct loom_msg {
-  size_t len;    /* bytes of encoded values */
+  size_t len;    /* bytes of encoded values (refs follow, pointer-aligned) */
   int count;     /* values */
   int nobjs;     /* loom object references after the data */
   int has_refs;  /* some table/function is referenced twice */
   unsigned char data[];
 };
+
+/* The object references of m, after its data at a pointer-aligned offset. */
+static loom_object **msg_refs(const loom_msg *m) {
+  uintptr_t p = (uintptr_t)(m->data + m->len);
+  p = (p + sizeof(void *) - 1) & ~(uintptr_t)(sizeof(void *) - 1);
+  return (loom_object **)p;
+}
 
 static const char scratch_key = 's';
 static const char names_key = 'n';
@@ -212,9 +219,11 @@ typedef struct enc {
   scratch *s;
   const char *what;
   int root;       /* index of the value being encoded among the n */
+  int mode;       /* PATH_PLAIN, PATH_NUMBERED or PATH_CALL */
   int depth;
   uint32_t next_id;
-  int names;      /* stack index of the name map, 0 until needed */
+  int names;      /* stack slot reserved for the name map */
+  int names_loaded;
   int names_fresh;
   int has_refs;
   int seeded;     /* package.loaded tables and _G are in the seen map */
@@ -222,6 +231,10 @@ typedef struct enc {
 } enc;
 
 #define NAMED_POS ((size_t)-1) /* flagpos of a seeded table */
+
+/* How the path of an error starts: "item", "results[2]", or for a call
+** (function then arguments) "target" and "args[1]". */
+enum { PATH_PLAIN, PATH_NUMBERED, PATH_CALL };
 
 static void enc_oom(enc *e) {
   e->s->busy = 0;
@@ -289,10 +302,14 @@ static void put_str(enc *e, const char *str, size_t len) {
 /* Appends the printable path of the value being encoded to buffer b. */
 static void add_path(enc *e, luaL_Buffer *b) {
   lua_State *L = e->L;
-  luaL_addstring(b, e->what);
-  if (e->root > 0) {
-    lua_pushfstring(L, "[%d]", e->root);
-    luaL_addvalue(b);
+  if (e->mode == PATH_CALL && e->root == 1) {
+    luaL_addstring(b, "target");
+  } else {
+    luaL_addstring(b, e->what);
+    if (e->mode != PATH_PLAIN) {
+      lua_pushfstring(L, "[%d]", e->root - (e->mode == PATH_CALL));
+      luaL_addvalue(b);
+    }
   }
   int n = e->depth;
   for (int i = 0; i < n; i++) {
@@ -440,29 +457,27 @@ static void build_names(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &names_key);
 }
 
-/* Makes sure the name map is on the stack (at e->names); with `fresh`,
+/* Makes sure the name map is in its slot (e->names); with `fresh`,
 ** rebuilds it unless it was already rebuilt during this encode. */
 static void need_names(enc *e, int fresh) {
   lua_State *L = e->L;
-  if (e->names != 0 && (!fresh || e->names_fresh)) return;
-  if (e->names == 0 && !fresh) {
+  if (e->names_loaded && (!fresh || e->names_fresh)) return;
+  if (!e->names_loaded && !fresh) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &names_key) == LUA_TTABLE) {
       lua_getfield(L, -1, "\1count");
       int stale = lua_tointeger(L, -1) != count_loaded(L);
       lua_pop(L, 1);
       if (!stale) {
-        e->names = lua_gettop(L);
+        lua_replace(L, e->names);
+        e->names_loaded = 1;
         return;
       }
     }
     lua_pop(L, 1);
   }
   build_names(L);
-  if (e->names != 0) {
-    lua_replace(L, e->names);
-  } else {
-    e->names = lua_gettop(L);
-  }
+  lua_replace(L, e->names);
+  e->names_loaded = 1;
   e->names_fresh = 1;
 }
 
@@ -764,17 +779,23 @@ static void encode(enc *e, int idx) {
 
 /* Runs the encoder over n values; returns the finished message. */
 static loom_msg *encode_values(lua_State *L, int first, int n,
-                               const char *what, int numbered) {
+                               const char *what, int mode) {
   first = lua_absindex(L, first);
   int top = lua_gettop(L);
-  enc e = {L, NULL, what, 0, 0, 0, 0, 0, 0, 0, 0};
+  enc e;
+  memset(&e, 0, sizeof e);
+  e.L = L;
+  e.what = what;
+  e.mode = mode;
   e.s = acquire_scratch(L);
+  lua_pushnil(L); /* the slot of the name map */
+  e.names = lua_gettop(L);
   for (int i = 0; i < n; i++) {
-    e.root = numbered ? i + 1 : 0;
+    e.root = i + 1;
     encode(&e, first + i);
   }
   scratch *s = e.s;
-  size_t total = s->len + (size_t)s->nobjs * sizeof(loom_object *);
+  size_t total = s->len + sizeof(void *) + (size_t)s->nobjs * sizeof(loom_object *);
   loom_msg *m = (loom_msg *)malloc(total);
   if (m == NULL) enc_oom(&e);
   memcpy(m->data, s->buf + sizeof(loom_msg), s->len - sizeof(loom_msg));
@@ -782,7 +803,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
   m->count = n;
   m->nobjs = s->nobjs;
   m->has_refs = e.has_refs;
-  loom_object **refs = (loom_object **)(m->data + m->len);
+  loom_object **refs = msg_refs(m);
   for (int i = 0; i < s->nobjs; i++) {
     refs[i] = s->objs[i];
     loom__retain(refs[i]);
@@ -793,7 +814,11 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
 }
 
 loom_msg *loom__encode(lua_State *L, int first, int n, const char *what) {
-  return encode_values(L, first, n, what, 1);
+  return encode_values(L, first, n, what, PATH_NUMBERED);
+}
+
+loom_msg *loom__encode_call(lua_State *L, int first, int nargs) {
+  return encode_values(L, first, nargs + 1, "args", PATH_CALL);
 }
 
 int loom__msg_count(const loom_msg *m) {
@@ -801,12 +826,13 @@ int loom__msg_count(const loom_msg *m) {
 }
 
 size_t loom__msg_size(const loom_msg *m) {
-  return sizeof *m + m->len + (size_t)m->nobjs * sizeof(loom_object *);
+  return sizeof *m + m->len + sizeof(void *) +
+         (size_t)m->nobjs * sizeof(loom_object *);
 }
 
 void loom__msg_free(loom_msg *m) {
   if (m == NULL) return;
-  loom_object **refs = (loom_object **)(m->data + m->len);
+  loom_object **refs = msg_refs(m);
   for (int i = 0; i < m->nobjs; i++) loom__release(refs[i]);
   free(m);
 }
@@ -1008,9 +1034,7 @@ static void decode(dec *d) {
       break;
     }
     case T_OBJ: {
-      loom_object *const *refs =
-          (loom_object *const *)(d->m->data + d->m->len);
-      loom__push_object(L, refs[get_u32(d)]);
+      loom__push_object(L, msg_refs(d->m)[get_u32(d)]);
       break;
     }
     default: luaL_error(L, "corrupt loom message (tag %d)", tag);
@@ -1086,7 +1110,7 @@ void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what) {
     }
     default: break;
   }
-  loom_msg *m = encode_values(L, idx, 1, what, 0);
+  loom_msg *m = encode_values(L, idx, 1, what, PATH_PLAIN);
   v->u.x.tag = V_MSG;
   v->u.x.v.p = m;
 }

@@ -3,7 +3,7 @@
 local helpers = {}
 
 helpers.build = os.getenv("LOOM_BUILD") or "build"
-helpers.lua = "lua5.4"
+helpers.lua = os.getenv("LOOM_LUA") or "lua5.4"
 
 local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"

@@ -2,9 +2,12 @@
 -- and ends with the line "N passed, N failed" that CI reads.
 local build = os.getenv("LOOM_BUILD") or "build"
 local args = table.concat(arg, " ")
--- paths come from .busted, which reads LOOM_BUILD
-local cmd = string.format("LOOM_BUILD=%s busted --lua=lua5.4 -o utfTerminal %s 2>&1",
-  build, args ~= "" and args or "spec")
+-- Paths come from .busted, which reads LOOM_BUILD. busted runs under the
+-- interpreter in LOOM_LUA (the sanitizer builds' own runner) or lua5.4.
+local lua = os.getenv("LOOM_LUA") or "lua5.4"
+local busted = io.popen("command -v busted"):read("l") or "/usr/bin/busted"
+local cmd = string.format("LOOM_BUILD=%s %s %s --ignore-lua -o utfTerminal %s 2>&1",
+  build, lua, busted, args ~= "" and args or "spec")
 local p = assert(io.popen(cmd))
 local passed, failed, seen = 0, 0, false
 for line in p:lines() do
