@@ -130,6 +130,9 @@ typedef struct loom_value {
 void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what);
 void loom__value_push(lua_State *L, const loom_value *v);
 void loom__value_free(loom_value *v); /* leaves v as nil */
+/* Pushes v and frees it, also when decoding raises (for values taken out
+** of a container, which nobody else would free). */
+void loom__value_take(lua_State *L, loom_value *v);
 int loom__value_isnil(const loom_value *v);
 
 /*

@@ -100,18 +100,9 @@ static const loom_class selwaiter_class;
 static const char batch_meta[] = "loom.queue.batch";
 
 static int ncpu = 1;
-static atomic_int msg_tag = -1; /* loom_value tag of an encoded loom_msg */
 
 /* ------------------------------------------------------------------ */
 /* small helpers                                                        */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 static inline size_t qcount(queue *q) {
   return atomic_load_explicit(&q->count, memory_order_relaxed);
@@ -127,26 +118,6 @@ static inline int qclosed(queue *q) {
 
 static inline int is_full(queue *q, size_t n) {
   return q->maxsize != 0 && n >= q->maxsize;
-}
-
-/* Pushes v into L and frees it. An encoded table is decoded under a
-** protected call so that a decoding error does not leak it. */
-static int push_body(lua_State *L) {
-  loom__value_push(L, (const loom_value *)lua_touserdata(L, 1));
-  return 1;
-}
-
-static void push_item(lua_State *L, loom_value *v) {
-  if (v->u.s.tag != atomic_load_explicit(&msg_tag, memory_order_relaxed)) {
-    loom__value_push(L, v);
-    loom__value_free(v);
-    return;
-  }
-  lua_pushcfunction(L, push_body);
-  lua_pushlightuserdata(L, v);
-  int status = lua_pcall(L, 1, 1, 0);
-  loom__value_free(v);
-  if (status != LUA_OK) lua_error(L);
 }
 
 /* ------------------------------------------------------------------ */
@@ -266,7 +237,7 @@ static int spin(queue *q, int (*ready)(queue *)) {
                               memory_order_relaxed);
       return 1;
     }
-    cpu_relax();
+    LOOM_CPU_RELAX();
     if ((i & 31) == 0) {
       double now = loom__now();
       if (end == 0) {
@@ -477,7 +448,7 @@ static int do_get(lua_State *L, int block) {
   loom_value v;
   int res = get_core(q, &v, block, has ? &ts : NULL);
   if (res == Q_OK) {
-    push_item(L, &v);
+    loom__value_take(L, &v);
     return 1;
   }
   if (res == Q_CANCELLED) return loom__raise_cancelled(L);
@@ -498,7 +469,7 @@ static int iter_step(lua_State *L) {
   loom_value v;
   int res = get_core(q, &v, 1, NULL);
   if (res == Q_OK) {
-    push_item(L, &v);
+    loom__value_take(L, &v);
     return 1;
   }
   if (res == Q_CANCELLED) return loom__raise_cancelled(L);
@@ -653,7 +624,7 @@ static int q_get_many(lua_State *L) {
     if (wake_put == 1 && b->n == 1) pthread_cond_signal(&q->can_put);
     else if (wake_put) pthread_cond_broadcast(&q->can_put);
     while (b->first < b->n) {
-      push_item(L, &b->items[b->first].v);
+      loom__value_take(L, &b->items[b->first].v);
       b->first++;
       lua_rawseti(L, 4, ++got);
     }
@@ -960,7 +931,7 @@ static int l_select(lua_State *L) {
       spun = 1;
       double end = loom__now() + SPIN_MAX_NS * 1e-9;
       for (unsigned k = 1; !sel_ready(&st); k++) {
-        cpu_relax();
+        LOOM_CPU_RELAX();
         if ((k & 31) == 0 && loom__now() >= end) break;
       }
       continue;
@@ -999,7 +970,7 @@ static int l_select(lua_State *L) {
   loom__release(w ? &w->obj : NULL);
   if (i >= 0) {
     lua_rawgeti(L, 1, i + 1);
-    push_item(L, &v);
+    loom__value_take(L, &v);
     return 2;
   }
   if (i == -2) return fail(L, Q_CLOSED);
@@ -1098,16 +1069,6 @@ static pthread_once_t setup = PTHREAD_ONCE_INIT;
 
 void loom__open_queue(lua_State *L) {
   pthread_once(&setup, setup_once);
-  if (atomic_load_explicit(&msg_tag, memory_order_relaxed) < 0) {
-    /* learn the tag of an encoded table, the one kind of item whose
-    ** decoding can raise for reasons other than memory */
-    loom_value probe;
-    lua_newtable(L);
-    loom__value_set(L, -1, &probe, "probe");
-    atomic_store_explicit(&msg_tag, probe.u.s.tag, memory_order_relaxed);
-    loom__value_free(&probe);
-    lua_pop(L, 1);
-  }
   if (luaL_newmetatable(L, batch_meta)) {
     lua_pushcfunction(L, batch_gc);
     lua_setfield(L, -2, "__gc");

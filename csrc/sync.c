@@ -27,14 +27,6 @@
 
 #define SPIN 100 /* short adaptive spin before sleeping (uncontended ~ 1us) */
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 /* Identity of the caller for RLock ownership: loom.get_ident(), which is
 ** unique per loom thread even when loom reuses an OS thread. */
 #define self_ident() loom__thread_ident()
@@ -126,7 +118,7 @@ static int cl_acquire(corelock *c, loom_object *owner, int blocking,
   if (cl_try(c)) return 1;
   if (!blocking) return 0;
   for (int i = 0; i < SPIN; i++) {
-    cpu_relax();
+    LOOM_CPU_RELAX();
     if (atomic_load_explicit(&c->state, memory_order_relaxed) == 0 && cl_try(c))
       return 1;
   }
@@ -804,7 +796,7 @@ static int sem_take(sem_obj *s, int blocking, const struct timespec *dl) {
   if (sem_try(s)) return 1;
   if (!blocking) return 0;
   for (int i = 0; i < SPIN; i++) {
-    cpu_relax();
+    LOOM_CPU_RELAX();
     if (atomic_load_explicit(&s->value, memory_order_relaxed) > 0 && sem_try(s))
       return 1;
   }
@@ -1005,7 +997,7 @@ static int event_wait(lua_State *L) {
       lua_pushboolean(L, 1);
       return 1;
     }
-    cpu_relax();
+    LOOM_CPU_RELAX();
   }
   int rc = 0, ok;
   pthread_mutex_lock(&e->mu);

@@ -1130,6 +1130,26 @@ void loom__value_push(lua_State *L, const loom_value *v) {
   }
 }
 
+static int take_body(lua_State *L) {
+  loom__decode(L, (const loom_msg *)lua_touserdata(L, 1));
+  return 1;
+}
+
+void loom__value_take(lua_State *L, loom_value *v) {
+  if (v->u.s.tag != V_MSG) { /* cannot fail but for memory */
+    loom__value_push(L, v);
+    loom__value_free(v);
+    return;
+  }
+  /* decoding may require a module that is missing: protect it, so the
+  ** message is freed either way */
+  lua_pushcfunction(L, take_body);
+  lua_pushlightuserdata(L, v->u.x.v.p);
+  int status = lua_pcall(L, 1, 1, 0);
+  loom__value_free(v);
+  if (status != LUA_OK) lua_error(L);
+}
+
 void loom__value_free(loom_value *v) {
   switch (v->u.s.tag) {
     case V_HSTR: free(v->u.x.v.p); break;
