@@ -40,6 +40,21 @@ function helpers.run_file(path, args, timeout)
   return out, ok and 0 or status
 end
 
+-- In busted, a spec file's _ENV is busted's own environment, not _G, so
+-- a thread body that reads a global would copy all of busted into the
+-- thread. Specs bind the names they need as locals; check_env(fn) fails
+-- loudly when a thread body still reaches a global.
+function helpers.check_env(fn)
+  for i = 1, math.huge do
+    local name, value = debug.getupvalue(fn, i)
+    if name == nil then break end
+    if name == "_ENV" and value ~= _G then
+      error("spec bug: a thread body reads a global through busted's _ENV", 2)
+    end
+  end
+  return fn
+end
+
 -- Threads started through helpers.spawn are joined by helpers.join_all,
 -- which each spec calls in after_each.
 local started = {}

@@ -4,19 +4,9 @@ local helpers = require "helpers"
 
 -- Thread bodies read only locals (busted's _ENV is not the globals; see
 -- sync_spec.lua): the standard names they need are bound here.
-local G = _G
 local pcall, error, tostring, type, debug = pcall, error, tostring, type, debug
 
-local function check_env(fn)
-  for i = 1, math.huge do
-    local name, value = debug.getupvalue(fn, i)
-    if name == nil then break end
-    if name == "_ENV" and value ~= G then
-      error("spec bug: a thread body reads a global through busted's _ENV", 2)
-    end
-  end
-  return fn
-end
+local check_env = helpers.check_env
 
 local function spawn(fn, ...) return helpers.spawn(check_env(fn), ...) end
 

@@ -7,19 +7,9 @@ local helpers = require "helpers"
 -- the global table; a thread body (or Barrier action) reading a global
 -- would try to copy busted itself. Thread bodies here read only locals:
 -- the standard names they need are bound here and cross by name.
-local G = _G
 local pcall, error, tostring, debug = pcall, error, tostring, debug
 
-local function check_env(fn)
-  for i = 1, math.huge do
-    local name, value = debug.getupvalue(fn, i)
-    if name == nil then break end
-    if name == "_ENV" and value ~= G then
-      error("spec bug: a thread body reads a global through busted's _ENV", 2)
-    end
-  end
-  return fn
-end
+local check_env = helpers.check_env
 
 local function spawn(fn, ...) return helpers.spawn(check_env(fn), ...) end
 

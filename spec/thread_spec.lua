@@ -16,16 +16,7 @@ local rawequal, setmetatable, require, package, collectgarbage, debug =
       rawequal, setmetatable, require, package, collectgarbage, debug
 local io, os, coroutine, utf8, ipairs = io, os, coroutine, utf8, ipairs
 
-local function check_env(fn)
-  for i = 1, math.huge do
-    local name, value = debug.getupvalue(fn, i)
-    if name == nil then break end
-    if name == "_ENV" and value ~= G then
-      error("spec bug: a thread body reads a global through busted's _ENV", 2)
-    end
-  end
-  return fn
-end
+local check_env = helpers.check_env
 
 local function spawn(fn, ...) return helpers.spawn(check_env(fn), ...) end
 

@@ -18,17 +18,7 @@ local package, io, print, coroutine, rawlen, debug, os, load =
       package, io, print, coroutine, rawlen, debug, os, load
 local collectgarbage = collectgarbage
 
--- Fails loudly when a thread body reaches busted's environment.
-local function check_env(fn)
-  for i = 1, math.huge do
-    local name, value = debug.getupvalue(fn, i)
-    if name == nil then break end
-    if name == "_ENV" and value ~= G then
-      error("spec bug: a thread body reads a global through busted's _ENV", 2)
-    end
-  end
-  return fn
-end
+local check_env = helpers.check_env
 
 -- Runs fn(...) in a thread and returns its results (bounded wait).
 local function run(fn, ...)
