@@ -3,8 +3,8 @@
 --   the CPU-bound speedup on 2 threads (Python's GIL keeps it near 1x),
 --   copying a table of 10,000 records {x=i, y="s"..i}: within one state
 --   (encode+decode) vs pickle.dumps+loads, and to another thread where it
---   is rebuilt vs through a multiprocessing Pipe to a process that
---   unpickles it.
+--   is rebuilt (through a queue, to a long-lived thread that replies) vs
+--   through a multiprocessing Pipe to a process that unpickles it.
 local loom = require "loom"
 local util = require "util"
 
@@ -41,8 +41,16 @@ end)
 local data = {}
 for i = 1, 10000 do data[i] = { x = i, y = "s" .. i } end
 local copy_inproc = util.best(20, function() loom.copy(data) end)
-local function rebuild(d) return #d end
-local copy_thread = util.best(20, function() loom.thread(rebuild, data):result() end)
+-- a long-lived receiver: it rebuilds each table it gets and replies
+local inbox, outbox = loom.Queue(), loom.Queue()
+local receiver = loom.thread(function(qin, qout)
+  for d in qin:iter() do qout:put(#d) end
+end, inbox, outbox)
+local function trip() inbox:put(data); assert(outbox:get() == #data) end
+trip()
+local copy_thread = util.best(20, trip)
+inbox:close()
+receiver:join()
 
 local py = util.python("bench/thread_bench.py", SPAWN_N .. " " .. PRIMES_N)
 
@@ -57,5 +65,5 @@ util.report("Threads and copying", {
 })
 print("")
 print("(copy: loom.copy = encode+decode in one state vs pickle.dumps+loads; " ..
-      "send = loom thread started with the table and rebuilding it, vs a Pipe " ..
-      "to a multiprocessing child that unpickles it and replies)")
+      "send = through a loom.Queue to a thread that rebuilds it and replies, vs a " ..
+      "Pipe to a multiprocessing child that unpickles it and replies)")
