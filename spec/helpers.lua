@@ -10,8 +10,9 @@ local function shell_quote(s)
 end
 
 -- Runs `code` in a fresh lua5.4 that can require loom; returns its
--- stdout+stderr and exit status. Used for exit-time behaviour.
-function helpers.run_lua(code, timeout)
+-- stdout+stderr and exit status. Used for exit-time behaviour. `setup` is
+-- shell run first in the child's shell (e.g. "ulimit -v 300000").
+function helpers.run_lua(code, timeout, setup)
   local prelude = string.format(
     "package.cpath='./%s/?.so;'..package.cpath;" ..
     "package.path='./lua/?.lua;./lua/?/init.lua;'..package.path;",
@@ -20,7 +21,8 @@ function helpers.run_lua(code, timeout)
   local fh = assert(io.open(f, "w"))
   fh:write(prelude, "\n", code)
   fh:close()
-  local cmd = string.format("timeout %d %s %s 2>&1", timeout or 60,
+  local cmd = string.format("%stimeout %d %s %s 2>&1",
+                            setup and (setup .. "; ") or "", timeout or 60,
                             helpers.lua, shell_quote(f))
   local p = assert(io.popen(cmd))
   local out = p:read("a")

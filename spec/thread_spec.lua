@@ -494,6 +494,48 @@ describe("threads", function()
   end)
 
   describe("exit and error reporting (child processes) #subprocess", function()
+    it("a thread ended by its own cancellation is not reported as uncaught", function()
+      local out, status = helpers.run_lua([[
+local loom = require "loom"
+local t = loom.thread(function() loom.sleep(60) end)
+t:cancel()
+assert(t:join(10))
+t = nil
+collectgarbage(); collectgarbage()
+print("MAIN END")
+]], 30)
+      assert.are.equal(0, status, out)
+      assert.matches("MAIN END", out, 1, true)
+      assert.is_nil(out:find("Exception in thread", 1, true), out)
+    end)
+
+    -- A failed pthread_create: with the address space capped, thread stacks
+    -- soon cannot be mapped. Sanitizer runtimes need far more address
+    -- space than the cap, so this runs on the plain build only.
+    if not sanitized then
+      it("a thread the system cannot create is a Lua error, not a crash", function()
+        local out, status = helpers.run_lua([[
+local loom = require "loom"
+local gate = loom.Queue()
+local started, err = 0, nil
+for i = 1, 1000 do
+  local ok, e = pcall(loom.thread, function(q) q:get() end, gate)
+  if not ok then err = e break end
+  started = started + 1
+end
+print("STARTED", started)
+print("ERROR", err)
+for _ = 1, started do gate:put(true) end
+print("MAIN END")
+]], 60, "ulimit -v 400000")
+        assert.are.equal(0, status, out)
+        assert.matches("ERROR\tcannot start thread 'Thread%-%d+': ", out)
+        assert.matches("MAIN END", out, 1, true)
+        local n = tonumber(out:match("STARTED\t(%d+)"))
+        assert.is_true(n > 0 and n < 1000, out)
+      end)
+    end
+
     it("an uncollected error is printed as 'Exception in thread NAME' with a traceback (rule 12)", function()
       local out, status = helpers.run_lua([[
 local loom = require "loom"
