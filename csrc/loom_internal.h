@@ -97,6 +97,11 @@ loom_msg *loom__encode(lua_State *L, int first, int n, const char *what);
 /* Encodes a function and its nargs arguments from stack index first, for a
 ** call in another state: errors name them "target" and "args[i]". */
 loom_msg *loom__encode_call(lua_State *L, int first, int nargs);
+/* Like loom__encode for a message that will live inside `owner`: a
+** reference to owner in the values is not counted (it would keep owner
+** alive forever). Decode such a message only while owner is alive. */
+loom_msg *loom__encode_owned(lua_State *L, int first, int n, const char *what,
+                             loom_object *owner);
 /* Pushes the values of m; returns how many. Raises only on memory errors
 ** or when a module named in m cannot be required here. */
 int loom__decode(lua_State *L, const loom_msg *m);
@@ -128,6 +133,9 @@ typedef struct loom_value {
 /* Stores the value at idx into v (v's old content is not freed). Raises
 ** like loom__encode, leaving v untouched. */
 void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what);
+/* The same for a slot that lives inside `owner` (see loom__encode_owned). */
+void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
+                           const char *what, loom_object *owner);
 void loom__value_push(lua_State *L, const loom_value *v);
 void loom__value_free(loom_value *v); /* leaves v as nil */
 /* Pushes v and frees it, also when decoding raises (for values taken out

@@ -169,9 +169,9 @@ static void sval_free(sval *v) {
   v->kind = V_NONE;
 }
 
-/* Reads the value at idx into v; nil gives V_NONE. Raises like
-** loom__value_set; call with no mutex held. */
-static void read_value(lua_State *L, int idx, sval *v) {
+/* Reads the value at idx, to be stored in owner, into v; nil gives V_NONE.
+** Raises like loom__value_set; call with no mutex held. */
+static void read_value(lua_State *L, int idx, sval *v, loom_object *owner) {
   switch (lua_type(L, idx)) {
     case LUA_TNIL: v->kind = V_NONE; return;
     case LUA_TBOOLEAN: v->kind = lua_toboolean(L, idx) ? V_TRUE : V_FALSE;
@@ -199,7 +199,9 @@ static void read_value(lua_State *L, int idx, sval *v) {
     default: break;
   }
   loom_value tmp;
-  loom__value_set(L, idx, &tmp, "value"); /* raises with nothing allocated */
+  /* a reference to the table itself is not counted: it would keep the
+  ** table alive for ever (s.me = s) */
+  loom__value_set_owned(L, idx, &tmp, "value", owner);
   blob *b = (blob *)malloc(sizeof *b);
   if (b == NULL) {
     loom__value_free(&tmp);
@@ -435,7 +437,7 @@ static void set_at(lua_State *L, shared_obj *s, int kidx, int vidx) {
   skey k;
   read_key(L, kidx, &k);
   sval v, old = {V_NONE, 0, {0}};
-  read_value(L, vidx, &v);
+  read_value(L, vidx, &v, &s->obj);
   if (enter(s) == LOOM_CANCELLED) {
     sval_free(&v);
     loom__raise_cancelled(L);

@@ -351,7 +351,7 @@ static int run_body(lua_State *L) {
     return 3;
   }
   int nres = lua_gettop(L) - h;
-  loom_msg *m = loom__encode(L, h + 1, nres, "results");
+  loom_msg *m = loom__encode_owned(L, h + 1, nres, "results", &t->obj);
   lua_pushboolean(L, 1);
   lua_pushlightuserdata(L, m);
   return 2;
@@ -382,7 +382,7 @@ static void record_error(lua_State *L, loom_thread *t) {
 
 static int encode_error(lua_State *L) {
   loom_msg **out = (loom_msg **)lua_touserdata(L, 2);
-  *out = loom__encode(L, 1, 1, "error");
+  *out = loom__encode_owned(L, 1, 1, "error", &tls_self->obj);
   return 0;
 }
 

@@ -32,6 +32,7 @@ enum {
   T_REGMETA, /* name: registry[name] (luaL_newmetatable) */
   T_OBJ,     /* u32 index into refs */
   T_SSTRK,   /* a T_SSTR that is referenced again later: keep it */
+  T_OWNER,   /* pointer: the object that owns the message (no reference) */
   T_SREF     /* u32 n: the n-th short string of the message again */
 };
 enum { F_MARKED = 1, F_META = 2 };
@@ -220,6 +221,7 @@ typedef struct enc {
   const char *what;
   int root;       /* index of the value being encoded among the n */
   int mode;       /* PATH_PLAIN, PATH_NUMBERED or PATH_CALL */
+  loom_object *owner; /* the message will live inside this object */
   int depth;
   uint32_t next_id;
   int names;      /* stack slot reserved for the name map */
@@ -693,6 +695,11 @@ static void encode_function(enc *e, int idx) {
 
 static void encode_object(enc *e, loom_object *o) {
   scratch *s = e->s;
+  if (o == e->owner) { /* a reference would keep the owner alive forever */
+    put_byte(e, T_OWNER);
+    put(e, &o, sizeof o);
+    return;
+  }
   if (s->nobjs == s->objcap) {
     int ncap = s->objcap ? s->objcap * 2 : 8;
     loom_object **n = (loom_object **)realloc(s->objs, ncap * sizeof *n);
@@ -779,7 +786,7 @@ static void encode(enc *e, int idx) {
 
 /* Runs the encoder over n values; returns the finished message. */
 static loom_msg *encode_values(lua_State *L, int first, int n,
-                               const char *what, int mode) {
+                               const char *what, int mode, loom_object *owner) {
   first = lua_absindex(L, first);
   int top = lua_gettop(L);
   enc e;
@@ -787,6 +794,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
   e.L = L;
   e.what = what;
   e.mode = mode;
+  e.owner = owner;
   e.s = acquire_scratch(L);
   lua_pushnil(L); /* the slot of the name map */
   e.names = lua_gettop(L);
@@ -814,11 +822,16 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
 }
 
 loom_msg *loom__encode(lua_State *L, int first, int n, const char *what) {
-  return encode_values(L, first, n, what, PATH_NUMBERED);
+  return encode_values(L, first, n, what, PATH_NUMBERED, NULL);
+}
+
+loom_msg *loom__encode_owned(lua_State *L, int first, int n, const char *what,
+                             loom_object *owner) {
+  return encode_values(L, first, n, what, PATH_NUMBERED, owner);
 }
 
 loom_msg *loom__encode_call(lua_State *L, int first, int nargs) {
-  return encode_values(L, first, nargs + 1, "args", PATH_CALL);
+  return encode_values(L, first, nargs + 1, "args", PATH_CALL, NULL);
 }
 
 int loom__msg_count(const loom_msg *m) {
@@ -1033,6 +1046,13 @@ static void decode(dec *d) {
       }
       break;
     }
+    case T_OWNER: {
+      loom_object *o;
+      memcpy(&o, d->p, sizeof o);
+      d->p += sizeof o;
+      loom__push_object(L, o);
+      break;
+    }
     case T_OBJ: {
       loom__push_object(L, msg_refs(d->m)[get_u32(d)]);
       break;
@@ -1061,13 +1081,19 @@ int loom__decode(lua_State *L, const loom_msg *m) {
 /* ------------------------------------------------------------------ */
 /* single values for hot paths                                          */
 
-enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG };
+enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG,
+       V_OWNER /* the object that owns the slot: no reference held */ };
 
 int loom__value_isnil(const loom_value *v) {
   return v->u.s.tag == V_NIL;
 }
 
 void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what) {
+  loom__value_set_owned(L, idx, v, what, NULL);
+}
+
+void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
+                           const char *what, loom_object *owner) {
   switch (lua_type(L, idx)) {
     case LUA_TNIL: v->u.x.tag = V_NIL; return;
     case LUA_TBOOLEAN: v->u.x.tag = lua_toboolean(L, idx) ? V_TRUE : V_FALSE;
@@ -1101,8 +1127,8 @@ void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what) {
     case LUA_TUSERDATA: {
       loom_object *o = loom__to_any_object(L, idx);
       if (o != NULL) {
-        loom__retain(o);
-        v->u.x.tag = V_OBJ;
+        if (o != owner) loom__retain(o);
+        v->u.x.tag = o != owner ? V_OBJ : V_OWNER;
         v->u.x.v.p = o;
         return;
       }
@@ -1110,7 +1136,7 @@ void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what) {
     }
     default: break;
   }
-  loom_msg *m = encode_values(L, idx, 1, what, PATH_PLAIN);
+  loom_msg *m = encode_values(L, idx, 1, what, PATH_PLAIN, owner);
   v->u.x.tag = V_MSG;
   v->u.x.v.p = m;
 }
@@ -1125,7 +1151,9 @@ void loom__value_push(lua_State *L, const loom_value *v) {
     case V_ISTR: lua_pushlstring(L, v->u.s.bytes, v->u.s.len); break;
     case V_HSTR: lua_pushlstring(L, (const char *)v->u.x.v.p, v->u.x.len);
       break;
-    case V_OBJ: loom__push_object(L, (loom_object *)v->u.x.v.p); break;
+    case V_OBJ: case V_OWNER:
+      loom__push_object(L, (loom_object *)v->u.x.v.p);
+      break;
     default: loom__decode(L, (const loom_msg *)v->u.x.v.p); break;
   }
 }

@@ -25,4 +25,13 @@ if LUA_CPATH="./$build/?.so;;" LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' \
 else
   echo "valgrind FAILED: many threads"; cat /tmp/loom-valgrind.out; status=1
 fi
+# objects that hold references to themselves are still freed
+if LUA_CPATH="./$build/?.so;;" LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' \
+   valgrind -q --leak-check=full --show-leak-kinds=definite,possible \
+     --errors-for-leak-kinds=definite,possible --error-exitcode=99 \
+     lua5.4 spec/support/self_references.lua >/tmp/loom-valgrind.out 2>&1; then
+  echo "valgrind clean: self references"
+else
+  echo "valgrind FAILED: self references"; cat /tmp/loom-valgrind.out; status=1
+fi
 exit $status
