@@ -1075,29 +1075,25 @@ static int l_Barrier(lua_State *L) {
     luaL_argcheck(L, t >= 0, 3, "timeout must be a non-negative number");
     timeout = (double)t;
   }
-  loom_msg *action = NULL;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    action = loom__encode(L, 2, 1, "action");
-  }
+  int has_action = !lua_isnoneornil(L, 2);
+  if (has_action) luaL_checktype(L, 2, LUA_TFUNCTION);
   barrier_obj *b = (barrier_obj *)calloc(1, sizeof *b);
   if (b == NULL || pthread_mutex_init(&b->mu, NULL) != 0) {
     free(b);
-    loom__msg_free(action);
     return luaL_error(L, "not enough memory for a loom.Barrier");
   }
   if (loom__cond_init(&b->cv) != 0) {
     pthread_mutex_destroy(&b->mu);
     free(b);
-    loom__msg_free(action);
     return luaL_error(L, "cannot create a loom.Barrier");
   }
   b->parties = parties;
-  b->action = action;
   b->timeout = timeout;
   b->state = B_FILLING;
   loom__object_init(&b->obj, &barrier_class);
-  loom__push_owned(L, &b->obj);
+  loom__push_owned(L, &b->obj); /* from here the box owns b, also on error */
+  /* the action may mention the barrier itself: owned, so not counted */
+  if (has_action) b->action = loom__encode_owned(L, 2, 1, "action", &b->obj);
   return 1;
 }
 
