@@ -425,19 +425,19 @@ static void finish(loom_thread *t, lua_State *L, const char *fatal) {
   pthread_mutex_unlock(&t->mu);
 }
 
-/* The very last step of a thread: drop its own reference (which may
-** report an uncollected error), then let the exit join go on. */
-static void leave(loom_thread *t) {
-  int daemon = t->daemon;
-  loom__release(&t->obj);
-  if (daemon) return;
+/* Lets the exit join go on once a non-daemon job is completely over. A
+** carrier calls it only after it has parked itself (or decided to exit),
+** so that the join at exit finds it on the idle list and joins it. */
+static void nondaemon_done(void) {
   pthread_mutex_lock(&registry_mu);
   running_nondaemon--;
   pthread_cond_broadcast(&registry_cv);
   pthread_mutex_unlock(&registry_mu);
 }
 
-static void run_job(loom_thread *t) {
+/* Runs t to the end and drops the thread's own reference (which may
+** report an uncollected error); returns whether t was a daemon. */
+static int run_job(loom_thread *t) {
   char err[256];
   tls_self = t;
   tls_ident = t->ident;
@@ -457,7 +457,9 @@ static void run_job(loom_thread *t) {
   }
   tls_self = NULL;
   tls_ident = 0;
-  leave(t);
+  int daemon = t->daemon;
+  loom__release(&t->obj);
+  return daemon;
 }
 
 /* A carrier runs its job, then parks until it gets another one, is told
@@ -467,12 +469,13 @@ static void *carrier_main(void *arg) {
   carrier *c = (carrier *)arg;
   loom_thread *job = c->job;
   for (;;) {
-    run_job(job);
+    int daemon = run_job(job);
     struct timespec dl;
     loom__deadline_after(CARRIER_IDLE, &dl);
     pthread_mutex_lock(&carriers_mu);
     if (idle_count >= CARRIER_MAX) {
       pthread_mutex_unlock(&carriers_mu);
+      if (!daemon) nondaemon_done();
       break;
     }
     c->job = NULL;
@@ -481,6 +484,7 @@ static void *carrier_main(void *arg) {
     idle_carriers = c;
     idle_count++;
     pthread_mutex_unlock(&carriers_mu);
+    if (!daemon) nondaemon_done();
     loom__spin_until(&c->has_job, SPIN_SECONDS); /* a job often comes soon */
     pthread_mutex_lock(&carriers_mu);
     int rc = 0;
