@@ -28,9 +28,13 @@ void loom__release(loom_object *o) {
     o->cls->destroy(o);
 }
 
-/* __gc and __close: drop the box's reference; safe to call twice. */
+static loom_object **box_of(lua_State *L, int idx, const loom_class **cls);
+
+/* __gc: drop the box's reference; safe to call twice, and a no-op on
+** anything that is not a loom box. */
 static int box_gc(lua_State *L) {
-  loom_object **box = (loom_object **)lua_touserdata(L, 1);
+  const loom_class *cls;
+  loom_object **box = box_of(L, 1, &cls);
   if (box != NULL && *box != NULL) {
     loom_object *o = *box;
     *box = NULL;
@@ -70,6 +74,10 @@ void loom__register_class(lua_State *L, const loom_class *cls) {
     lua_setfield(L, -2, "__index");
   }
   if (cls->meta != NULL) luaL_setfuncs(L, cls->meta, 0);
+  /* getmetatable(obj) gives the class name; the metamethods (__gc above
+  ** all) stay out of reach of plain Lua code */
+  lua_pushstring(L, cls->name);
+  lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1);
 }
 

@@ -694,11 +694,15 @@ done:
 typedef struct snapshot {
   size_t n, pos;
   slot *items; /* keys' strings owned, values' blobs referenced */
+  loom_object *table; /* held: its values may mention it, uncounted */
 } snapshot;
 
 static int snap_gc(lua_State *L) {
   snapshot *sn = (snapshot *)lua_touserdata(L, 1);
-  if (sn == NULL || sn->items == NULL) return 0;
+  if (sn == NULL) return 0;
+  loom__release(sn->table);
+  sn->table = NULL;
+  if (sn->items == NULL) return 0;
   for (size_t i = 0; i < sn->n; i++) {
     if (sn->items[i].key.kind == K_STR) free((void *)sn->items[i].key.u.s.p);
     sval_free(&sn->items[i].val);
@@ -713,11 +717,14 @@ static snapshot *take_snapshot(lua_State *L, shared_obj *s) {
   snapshot *sn = (snapshot *)lua_newuserdatauv(L, sizeof *sn, 0);
   sn->n = sn->pos = 0;
   sn->items = NULL;
+  sn->table = NULL;
   if (luaL_newmetatable(L, SNAP_META)) {
     lua_pushcfunction(L, snap_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
+  loom__retain(&s->obj);
+  sn->table = &s->obj;
   enter_or_raise(L, s);
   int oom = 0;
   if (s->count > 0) {

@@ -20,6 +20,7 @@
 ** (timeout, cancel) passes the wake-up on.
 */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -819,15 +820,14 @@ static int sem_take(sem_obj *s, int blocking, const struct timespec *dl) {
 }
 
 /* 0, or -1 when a BoundedSemaphore would go above its initial value. */
+/* Adds n (>= 1); -1 when a bounded semaphore would exceed its bound, -2
+** when the value would overflow. */
 static int sem_give(sem_obj *s, long long n) {
-  if (s->bound >= 0) {
-    long long v = atomic_load(&s->value);
-    do {
-      if (v + n > s->bound) return -1;
-    } while (!atomic_compare_exchange_weak(&s->value, &v, v + n));
-  } else {
-    atomic_fetch_add(&s->value, n);
-  }
+  long long v = atomic_load(&s->value);
+  do {
+    if (s->bound >= 0 && n > s->bound - v) return -1;
+    if (n > LLONG_MAX - v) return -2;
+  } while (!atomic_compare_exchange_weak(&s->value, &v, v + n));
   int w = atomic_load(&s->waiters);
   if (w > 0) {
     pthread_mutex_lock(&s->mu);
@@ -852,8 +852,9 @@ static int sem_release(lua_State *L) {
   sem_obj *s = check_sem(L);
   lua_Integer n = luaL_optinteger(L, 2, 1);
   luaL_argcheck(L, n >= 1, 2, "n must be one or more");
-  if (sem_give(s, (long long)n) != 0)
-    return luaL_error(L, "Semaphore released too many times");
+  int rc = sem_give(s, (long long)n);
+  if (rc == -1) return luaL_error(L, "Semaphore released too many times");
+  if (rc == -2) return luaL_error(L, "Semaphore value would overflow");
   return 0;
 }
 
@@ -862,8 +863,11 @@ static void sem_acquire_obj(lua_State *L, loom_object *o) {
 }
 
 static const char *sem_release_obj(loom_object *o) {
-  return sem_give((sem_obj *)o, 1) != 0 ? "Semaphore released too many times"
-                                         : NULL;
+  switch (sem_give((sem_obj *)o, 1)) {
+    case -1: return "Semaphore released too many times";
+    case -2: return "Semaphore value would overflow";
+    default: return NULL;
+  }
 }
 
 static const lockops sem_ops = {sem_acquire_obj, sem_release_obj};

@@ -159,10 +159,16 @@ static void lazy_fill(lua_State *L, int stub) {
   lua_pushstring(L, name);
   lua_call(L, 1, 1); /* the real library table */
   lua_pushnil(L);
-  while (lua_next(L, -2)) {
+  while (lua_next(L, -2)) { /* what the user already set in the stub wins */
     lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, stub);
+    if (lua_rawget(L, stub) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, stub);
+    } else {
+      lua_pop(L, 2);
+    }
   }
   lua_pop(L, 1);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -336,6 +342,10 @@ static int run_body(lua_State *L) {
   lua_settop(L, 0);
   int h = loom__push_traceback_handler(L);
   int n = loom__decode(L, t->start);
+  /* only this thread reads it: drop it now rather than with the handle, so
+  ** arguments that mention the thread do not keep it alive */
+  loom__msg_free(t->start);
+  t->start = NULL;
   if (t->cancel_hook) lua_sethook(L, cancel_hook, LUA_MASKCOUNT, 1000);
   int status = lua_pcall(L, n - 1, LUA_MULTRET, h);
   lua_sethook(L, NULL, 0, 0);
@@ -365,24 +375,37 @@ static char *dup_cstr(const char *s) {
   return d;
 }
 
-/* Takes the error value and traceback at the top of L into t's report
-** and leaves the value on top. */
-static void record_error(lua_State *L, loom_thread *t) {
-  int val = lua_gettop(L) - 1, tb = lua_gettop(L);
-  t->traceback = dup_cstr(lua_tostring(L, tb));
-  const char *text = luaL_tolstring(L, val, NULL);
-  lua_pushfstring(L, "%s\n%s", text, lua_tostring(L, tb));
+/* Protected: keeps the error value (1) and traceback (2) of thread t (3)
+** as its report and as a message in *(4). Describing the value may run its
+** __tostring, which may itself fail: finish() then falls back to keep_text. */
+static int keep_error(lua_State *L) {
+  loom_thread *t = (loom_thread *)lua_touserdata(L, 3);
+  loom_msg **out = (loom_msg **)lua_touserdata(L, 4);
+  t->traceback = dup_cstr(lua_tostring(L, 2));
   /* a thread ended by its own cancellation did what it was asked: that is
   ** not an error to report, though result() still raises it */
-  if (!loom__is_error(L, val, "cancelled"))
+  if (!loom__is_error(L, 1, "cancelled")) {
+    const char *text = luaL_tolstring(L, 1, NULL);
+    lua_pushfstring(L, "%s\n%s", text, lua_tostring(L, 2));
     t->report = dup_cstr(lua_tostring(L, -1));
-  lua_pop(L, 3);
-  t->failed = 1;
+    lua_pop(L, 2);
+  }
+  *out = loom__encode_owned(L, 1, 1, "error", &t->obj);
+  return 0;
 }
 
-static int encode_error(lua_State *L) {
-  loom_msg **out = (loom_msg **)lua_touserdata(L, 2);
-  *out = loom__encode_owned(L, 1, 1, "error", &tls_self->obj);
+/* Protected fallback: the error value could not be described or copied;
+** keep a text in its place. */
+static int keep_text(lua_State *L) {
+  loom_thread *t = (loom_thread *)lua_touserdata(L, 3);
+  loom_msg **out = (loom_msg **)lua_touserdata(L, 4);
+  if (t->report == NULL) {
+    lua_pushfstring(L, "(error object is a %s value)\n%s", luaL_typename(L, 1),
+                    lua_tostring(L, 2) ? lua_tostring(L, 2) : "");
+    t->report = dup_cstr(lua_tostring(L, -1));
+  }
+  lua_pushstring(L, t->report ? t->report : "error in thread");
+  *out = loom__encode_owned(L, -1, 1, "error", &t->obj);
   return 0;
 }
 
@@ -393,18 +416,19 @@ static void finish(loom_thread *t, lua_State *L, const char *fatal) {
     t->report = dup_cstr(fatal);
   } else if (lua_toboolean(L, 1)) {
     result = (loom_msg *)lua_touserdata(L, 2);
-  } else {
-    record_error(L, t);
-    /* keep the error value itself if it can be copied, else its text */
-    lua_pushcfunction(L, encode_error);
-    lua_insert(L, -2);
-    lua_pushlightuserdata(L, &result);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-      lua_pop(L, 1);
-      lua_pushcfunction(L, encode_error);
-      lua_pushstring(L, t->report ? t->report : "error in thread");
+  } else { /* stack: false, error value, traceback */
+    t->failed = 1;
+    lua_CFunction keep[] = {keep_error, keep_text};
+    for (int i = 0; i < 2; i++) {
+      lua_pushcfunction(L, keep[i]);
+      lua_pushvalue(L, 2);
+      lua_pushvalue(L, 3);
+      lua_pushlightuserdata(L, t);
       lua_pushlightuserdata(L, &result);
-      if (lua_pcall(L, 2, 0, 0) != LUA_OK) result = NULL;
+      if (lua_pcall(L, 4, 0, 0) == LUA_OK) break;
+      lua_pop(L, 1);
+      loom__msg_free(result); /* keep it all or nothing */
+      result = NULL;
     }
   }
   if (L != NULL) lua_close(L);
@@ -616,6 +640,17 @@ fail_mu:
   return NULL;
 }
 
+/* Pushes t's name, read under the lock (it may be renamed concurrently)
+** and pushed after unlocking; returns it. */
+static const char *push_name(lua_State *L, loom_thread *t) {
+  pthread_mutex_lock(&t->mu);
+  char *copy = dup_cstr(t->name);
+  pthread_mutex_unlock(&t->mu);
+  lua_pushstring(L, copy ? copy : "?");
+  free(copy);
+  return lua_tostring(L, -1);
+}
+
 static loom_thread *check_thread(lua_State *L, int idx) {
   return LOOM_CHECK(L, idx, loom_thread, &thread_class);
 }
@@ -630,8 +665,12 @@ static int l_Thread(lua_State *L) {
   if (lua_getfield(L, 1, "args") != LUA_TNIL) {
     luaL_argcheck(L, lua_istable(L, 3), 1, "field 'args' must be a table");
     nargs = (int)lua_rawlen(L, 3);
-    lua_getfield(L, 3, "n");
-    if (lua_isinteger(L, -1)) nargs = (int)lua_tointeger(L, -1);
+    if (lua_getfield(L, 3, "n") != LUA_TNIL) {
+      lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
+      luaL_argcheck(L, n >= 0 && n <= 100000, 1,
+                    "field 'args.n' must be an integer from 0 to 100000");
+      nargs = (int)n;
+    }
     lua_pop(L, 1);
     luaL_checkstack(L, nargs, "too many thread arguments");
     for (int i = 1; i <= nargs; i++) lua_rawgeti(L, 3, i);
@@ -669,12 +708,13 @@ static int thread_start(lua_State *L) {
   loom_thread *t = check_thread(L, 1);
   pthread_mutex_lock(&t->mu);
   int state = t->state;
-  if (state == T_NEW) t->state = T_RUNNING;
+  if (state == T_NEW && !t->is_main) {
+    t->state = T_RUNNING;
+    t->ident = atomic_fetch_add(&ident_counter, 1);
+  }
   pthread_mutex_unlock(&t->mu);
   if (t->is_main || state != T_NEW)
-    return luaL_error(L, "thread '%s' was already started", t->name);
-  t->ident = atomic_fetch_add(&ident_counter, 1);
-
+    return luaL_error(L, "thread '%s' was already started", push_name(L, t));
   pthread_mutex_lock(&registry_mu);
   t->prev = NULL;
   t->next = running;
@@ -699,7 +739,7 @@ static int thread_start(lua_State *L) {
     t->state = T_NEW;
     pthread_mutex_unlock(&t->mu);
     loom__release(&t->obj);
-    return luaL_error(L, "cannot start thread '%s': %s", t->name,
+    return luaL_error(L, "cannot start thread '%s': %s", push_name(L, t),
                       strerror(rc));
   }
   lua_settop(L, 1);
@@ -758,7 +798,8 @@ static void check_joinable(lua_State *L, loom_thread *t, const char *what) {
   int state = t->state;
   pthread_mutex_unlock(&t->mu);
   if (state == T_NEW)
-    luaL_error(L, "cannot %s thread '%s' before it is started", what, t->name);
+    luaL_error(L, "cannot %s thread '%s' before it is started", what,
+               push_name(L, t));
 }
 
 static int thread_join(lua_State *L) {
@@ -777,7 +818,7 @@ static int thread_result(lua_State *L) {
   check_joinable(L, t, "get the result of");
   if (!wait_done(L, t, has ? &ts : NULL, spin_for(L, has)))
     return loom__raise(L, "timeout", "thread '%s' did not finish in %s seconds",
-                       t->name, lua_tostring(L, 2));
+                       push_name(L, t), lua_tostring(L, 2));
   /* done: fields are final and only read from here on */
   pthread_mutex_lock(&t->mu);
   int failed = t->failed;
@@ -788,10 +829,13 @@ static int thread_result(lua_State *L) {
   if (t->result == NULL)
     return luaL_error(L, "%s", t->report ? t->report : "thread failed");
   loom__decode(L, t->result);
-  if (lua_type(L, -1) == LUA_TSTRING)
-    lua_pushfstring(L, "%s\n(in thread '%s')%s%s", lua_tostring(L, -1),
-                    t->name, t->traceback && *t->traceback ? " " : "",
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    const char *msg = lua_tostring(L, -1);
+    const char *name = push_name(L, t);
+    lua_pushfstring(L, "%s\n(in thread '%s')%s%s", msg, name,
+                    t->traceback && *t->traceback ? " " : "",
                     t->traceback ? t->traceback : "");
+  }
   return lua_error(L);
 }
 
@@ -828,14 +872,18 @@ static int thread_index(lua_State *L) {
   const char *k = lua_tostring(L, 2);
   if (k == NULL) return 0;
   if (strcmp(k, "name") == 0) {
-    pthread_mutex_lock(&t->mu);
-    lua_pushstring(L, t->name);
-    pthread_mutex_unlock(&t->mu);
+    push_name(L, t);
   } else if (strcmp(k, "ident") == 0) {
-    if (t->ident) lua_pushinteger(L, (lua_Integer)t->ident);
+    pthread_mutex_lock(&t->mu);
+    uint64_t ident = t->ident;
+    pthread_mutex_unlock(&t->mu);
+    if (ident) lua_pushinteger(L, (lua_Integer)ident);
     else lua_pushnil(L);
   } else if (strcmp(k, "daemon") == 0) {
-    lua_pushboolean(L, t->daemon);
+    pthread_mutex_lock(&t->mu);
+    int daemon = t->daemon;
+    pthread_mutex_unlock(&t->mu);
+    lua_pushboolean(L, daemon);
   } else {
     lua_getmetatable(L, 1);
     lua_getfield(L, -1, "__methods");
@@ -871,11 +919,13 @@ static int thread_newindex(lua_State *L) {
 
 static int thread_tostring(lua_State *L) {
   loom_thread *t = check_thread(L, 1);
-  pthread_mutex_lock(&t->mu);
   static const char *const names[] = {"initial", "started", "stopped"};
-  lua_pushfstring(L, "loom.Thread(%s, %s%s)", t->name, names[t->state],
-                  t->daemon ? " daemon" : "");
+  pthread_mutex_lock(&t->mu);
+  int state = t->state, daemon = t->daemon;
   pthread_mutex_unlock(&t->mu);
+  const char *name = push_name(L, t);
+  lua_pushfstring(L, "loom.Thread(%s, %s%s)", name, names[state],
+                  daemon ? " daemon" : "");
   return 1;
 }
 
@@ -958,6 +1008,7 @@ static int l_sleep(lua_State *L) {
   luaL_argcheck(L, s >= 0, 1, "sleep length must be non-negative");
   loom_thread *t = tls_self;
   if (t == NULL) { /* not cancellable: a plain sleep */
+    if (s > 1e9) s = 1e9; /* ~31 years: "forever" without overflow */
     struct timespec ts = {(time_t)s, (long)((s - (lua_Number)(time_t)s) * 1e9)};
     if (s == 0) sched_yield();
     else while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}

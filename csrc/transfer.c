@@ -32,6 +32,7 @@ enum {
   T_REGMETA, /* name: registry[name] (luaL_newmetatable) */
   T_OBJ,     /* u32 index into refs */
   T_SSTRK,   /* a T_SSTR that is referenced again later: keep it */
+  T_MSTR,    /* u8 len: a string not counted among the short strings */
   T_OWNER,   /* pointer: the object that owns the message (no reference) */
   T_SREF     /* u32 n: the n-th short string of the message again */
 };
@@ -154,48 +155,6 @@ static int scratch_gc(lua_State *L) {
   return 0;
 }
 
-static scratch *new_scratch(lua_State *L) {
-  scratch *s = (scratch *)lua_newuserdatauv(L, sizeof *s, 0);
-  memset(s, 0, sizeof *s);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, scratch_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  return s;
-}
-
-/* Pushes a free scratch. The state's own is reused; if it is busy (an
-** encode running inside a finalizer during another encode), a temporary
-** one is made and collected later. */
-static scratch *acquire_scratch(lua_State *L) {
-  scratch *s;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &scratch_key) == LUA_TUSERDATA) {
-    s = (scratch *)lua_touserdata(L, -1);
-    if (!s->busy) goto ready;
-    lua_pop(L, 1);
-    s = new_scratch(L);
-    goto ready;
-  }
-  lua_pop(L, 1);
-  s = new_scratch(L);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key);
-ready:
-  s->busy = 1;
-  s->len = sizeof(loom_msg);
-  s->nobjs = 0;
-  if (++s->gen == 0) { /* wrapped: stale entries could match; wipe */
-    if (s->seen.slots) memset(s->seen.slots, 0, s->seen.cap * sizeof(slot));
-    if (s->upvals.slots)
-      memset(s->upvals.slots, 0, s->upvals.cap * sizeof(slot));
-    memset(s->strs, 0, sizeof s->strs);
-    s->gen = 1;
-  }
-  map_reset(&s->seen);
-  map_reset(&s->upvals);
-  return s;
-}
-
 /* Trims a scratch that grew large, so one big message does not pin its
 ** memory in the state forever. */
 static void release_scratch(scratch *s) {
@@ -210,6 +169,58 @@ static void release_scratch(scratch *s) {
     s->seen.slots = NULL;
     s->seen.cap = 0;
   }
+}
+
+/* __close: an encode is over, normally or by an error unwinding it. */
+static int scratch_close(lua_State *L) {
+  release_scratch((scratch *)lua_touserdata(L, 1));
+  return 0;
+}
+
+static scratch *new_scratch(lua_State *L) {
+  scratch *s = (scratch *)lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, scratch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, scratch_close);
+  lua_setfield(L, -2, "__close");
+  lua_setmetatable(L, -2);
+  return s;
+}
+
+/* Pushes a free scratch as a to-be-closed value: however the encode ends,
+** closing the slot makes the scratch free again. The state's own is
+** reused; if it is busy (an encode running inside a finalizer during
+** another encode), a temporary one is made and collected later. */
+static scratch *acquire_scratch(lua_State *L) {
+  scratch *s;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &scratch_key) == LUA_TUSERDATA) {
+    s = (scratch *)lua_touserdata(L, -1);
+    if (!s->busy) goto ready;
+    lua_pop(L, 1);
+    s = new_scratch(L);
+    goto ready;
+  }
+  lua_pop(L, 1);
+  s = new_scratch(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &scratch_key);
+ready:
+  lua_toclose(L, -1);
+  s->busy = 1;
+  s->len = sizeof(loom_msg);
+  s->nobjs = 0;
+  if (++s->gen == 0) { /* wrapped: stale entries could match; wipe */
+    if (s->seen.slots) memset(s->seen.slots, 0, s->seen.cap * sizeof(slot));
+    if (s->upvals.slots)
+      memset(s->upvals.slots, 0, s->upvals.cap * sizeof(slot));
+    memset(s->strs, 0, sizeof s->strs);
+    s->gen = 1;
+  }
+  map_reset(&s->seen);
+  map_reset(&s->upvals);
+  return s;
 }
 
 /* ------------------------------------------------------------------ */
@@ -239,7 +250,6 @@ typedef struct enc {
 enum { PATH_PLAIN, PATH_NUMBERED, PATH_CALL };
 
 static void enc_oom(enc *e) {
-  e->s->busy = 0;
   luaL_error(e->L, "not enough memory to copy %s", e->what);
 }
 
@@ -292,7 +302,7 @@ static void put_short_str(enc *e, const char *str, size_t len) {
 
 static void put_str(enc *e, const char *str, size_t len) {
   if (len <= 255) {
-    unsigned char h[2] = {T_SSTR, (unsigned char)len};
+    unsigned char h[2] = {T_MSTR, (unsigned char)len};
     put(e, h, 2);
   } else {
     put_byte(e, T_STR);
@@ -365,7 +375,6 @@ static void add_path(enc *e, luaL_Buffer *b) {
 
 static int fail(enc *e, const char *fmt, const char *detail) {
   lua_State *L = e->L;
-  e->s->busy = 0;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   lua_pushfstring(L, fmt, detail);
@@ -560,7 +569,8 @@ static void remember(enc *e, const void *p, size_t flagpos) {
 }
 
 static int is_registered_meta(lua_State *L, int idx) {
-  if (lua_getfield(L, idx, "__name") != LUA_TSTRING) {
+  lua_pushliteral(L, "__name");
+  if (lua_rawget(L, idx) != LUA_TSTRING) { /* raw: no user code mid-encode */
     lua_pop(L, 1);
     return 0;
   }
@@ -816,8 +826,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
     refs[i] = s->objs[i];
     loom__retain(refs[i]);
   }
-  release_scratch(s);
-  lua_settop(L, top);
+  lua_settop(L, top); /* closes the scratch */
   return m;
 }
 
@@ -873,7 +882,7 @@ static uint32_t get_u32(dec *d) {
 static const char *get_str(dec *d, size_t *len) {
   unsigned char tag = *d->p++;
   if (tag == T_NIL) return NULL;
-  if (tag == T_SSTR) {
+  if (tag == T_MSTR) {
     *len = *d->p++;
   } else {
     memcpy(len, d->p, sizeof *len);
@@ -1015,7 +1024,7 @@ static void decode(dec *d) {
       break;
     }
     case T_SREF: lua_rawgeti(L, d->strs, (lua_Integer)get_u32(d) + 1); break;
-    case T_STR: {
+    case T_MSTR: case T_STR: {
       size_t len;
       d->p--;
       const char *s = get_str(d, &len);
