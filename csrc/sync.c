@@ -583,10 +583,14 @@ static void unlink_waiter(cond_obj *c, cwaiter *w) {
 ** when the lock is not held (never with a mutex held). */
 static int cond_wait_once(lua_State *L, cond_obj *c, const struct timespec *dl) {
   if (!cond_owned(c)) luaL_error(L, "cannot wait on un-acquired lock");
+  /* The waiter lives on this stack frame: it is unlinked (by a notifier,
+  ** or below) before the frame ends, and nothing in between can raise. */
   cwaiter w = {NULL, NULL, 0};
   pthread_mutex_lock(&c->mu);
   w.prev = c->tail;
+  // cppcheck-suppress autoVariables
   if (c->tail) c->tail->next = &w; else c->head = &w;
+  // cppcheck-suppress autoVariables
   c->tail = &w;
   pthread_mutex_unlock(&c->mu);
 

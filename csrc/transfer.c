@@ -815,7 +815,10 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
   scratch *s = e.s;
   size_t total = s->len + sizeof(void *) + (size_t)s->nobjs * sizeof(loom_object *);
   loom_msg *m = (loom_msg *)malloc(total);
-  if (m == NULL) enc_oom(&e);
+  if (m == NULL) {
+    enc_oom(&e); /* raises */
+    return NULL;
+  }
   memcpy(m->data, s->buf + sizeof(loom_msg), s->len - sizeof(loom_msg));
   m->len = s->len - sizeof(loom_msg);
   m->count = n;
