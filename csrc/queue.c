@@ -9,24 +9,36 @@
 ** get of a scalar or short string never allocate.
 **
 ** Locks, in this order and never the other way round:
-**   q->mu   everything in a queue; its condition variables can_get,
-**           can_put and all_done; its list of select waiters.
-**   w->mu   a select waiter's `fired` flag and condition variable. A putter
-**           or close() takes it inside q->mu to fire the waiter; select
-**           itself takes it alone, never with a queue's mutex held.
-**   (the thread registration lock of wait.c sits inside both, as usual)
-** No Lua error is ever raised with either held.
+**   q->mu   sleeping and waking: the condition variables can_get, can_put
+**           and all_done; the list of select waiters (and its count
+**           nsel). Taken only by calls that sleep or wake a sleeper, by
+**           close() and by select.
+**   q->lk   a spinlock around the data: ring or heap, count, unfinished,
+**           and the closed flag (set under both). Critical sections move
+**           a few 24-byte slots and never call out (only malloc/free of
+**           the ring when it grows or shrinks).
+**   w->mu   a select waiter's `fired` flag and condition variable; taken
+**           inside q->mu to fire the waiter, or alone by select itself.
+**   (the thread registration lock of wait.c sits inside mu and w->mu)
+** No Lua error is ever raised with any of them held.
 **
-** Waking: getters, putters and joiners count themselves (under q->mu)
-** before they sleep, and the other side signals only when someone
-** sleeps. Before sleeping, a blocking call spins for a few microseconds
-** on lock-free hints (count, closed) so that a ping-pong between two busy
-** threads never pays for a futex sleep; the spin budget adapts per queue
-** (halved when a spin fails, doubled when it succeeds) and is bounded, so
-** an idle waiter sleeps almost at once.
+** Waking: a sleeper counts itself (atomic, under mu) before its last
+** check under lk; the other side reads the counts under lk after its
+** change and, only when someone sleeps, signals under mu (see
+** sleep_until). So the common put and get take only lk: no syscall, no
+** pthread call. Before sleeping, a blocking call spins for a few
+** microseconds on lock-free hints (count, closed) so that a ping-pong
+** between two busy threads never pays for a futex sleep; the spin budget
+** adapts per queue (halved when a spin fails, doubled when it succeeds)
+** and is bounded, so an idle waiter sleeps almost at once.
+**
+** Method calls: each box is moved to a metatable of its class and
+** maxsize whose __index is a plain table (methods and `maxsize`), so
+** `q:put` is a table lookup, not a call to a C __index (push_variant).
 */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,25 +83,24 @@ struct selwaiter {
 
 typedef struct queue {
   loom_object obj;
-  /* hot: what every put and get touches, together in one cache line
-  ** (the lock word, the ring position and the count) */
-  _Alignas(64) pthread_mutex_t mu;
+  /* hot: what every put and get writes, under lk, together on one line */
+  _Alignas(64) atomic_int lk; /* spinlock: ring, heap, count, unfinished */
   loom_value *ring;
   size_t head;
-  /* written under mu; read without it only as hints for spinning */
-  atomic_size_t count;
-  /* read-mostly */
-  _Alignas(64) size_t cap; /* ring: 0 or a power of two */
-  size_t maxsize; /* 0: unbounded */
+  size_t cap; /* ring: 0 or a power of two */
+  atomic_size_t count; /* read without lk only as a hint for spinning */
+  size_t unfinished;   /* task_done bookkeeping */
+  /* read by every put and get, written rarely: shared by both caches */
+  _Alignas(64) size_t maxsize; /* 0: unbounded */
   int kind;
-  atomic_int closed;
-  int get_waiters, put_waiters, join_waiters;
-  selnode *sel; /* select waiters on this queue */
+  atomic_int closed; /* set under mu and lk */
+  /* sleepers, changed under mu, read under lk (see sleep_until) */
+  atomic_int get_waiters, put_waiters, join_waiters, nsel;
   atomic_int spin_ns; /* adaptive spin budget */
-  /* written by putters (and task_done) */
-  _Alignas(64) size_t unfinished; /* task_done bookkeeping */
-  /* heap (Priority) */
-  pitem *heap;
+  /* cold: sleeping, select, heap */
+  _Alignas(64) pthread_mutex_t mu;
+  selnode *sel; /* select waiters on this queue, under mu */
+  pitem *heap; /* PriorityQueue, under lk */
   size_t hcap;
   uint64_t seq;
   pthread_cond_t can_get, can_put, all_done;
@@ -120,8 +131,33 @@ static inline int is_full(queue *q, size_t n) {
   return q->maxsize != 0 && n >= q->maxsize;
 }
 
+static inline int nwaiting(atomic_int *w) {
+  return atomic_load_explicit(w, memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------------ */
-/* storage, always under q->mu                                          */
+/* the spinlock: critical sections move a few slots                     */
+
+static void qlock_slow(queue *q) {
+  for (unsigned i = 0;; i++) {
+    if (!atomic_load_explicit(&q->lk, memory_order_relaxed) &&
+        !atomic_exchange_explicit(&q->lk, 1, memory_order_acquire))
+      return;
+    if (ncpu > 1 && i < 100) LOOM_CPU_RELAX();
+    else sched_yield(); /* the holder may have been preempted */
+  }
+}
+
+static inline void qlock(queue *q) {
+  if (atomic_exchange_explicit(&q->lk, 1, memory_order_acquire)) qlock_slow(q);
+}
+
+static inline void qunlock(queue *q) {
+  atomic_store_explicit(&q->lk, 0, memory_order_release);
+}
+
+/* ------------------------------------------------------------------ */
+/* storage, always under q->lk                                          */
 
 static int ring_resize(queue *q, size_t ncap) {
   loom_value *nr = (loom_value *)malloc(ncap * sizeof *nr);
@@ -202,7 +238,7 @@ static void take(queue *q, loom_value *v) {
     (void)ring_resize(q, q->cap / 2); /* on failure keep the big ring */
 }
 
-/* Fires every select waiter registered on q (q->mu held). */
+/* Fires every select waiter registered on q (q->mu held, not lk). */
 static void wake_selectors(queue *q) {
   for (selnode *s = q->sel; s != NULL; s = s->next) {
     selwaiter *w = s->w;
@@ -211,6 +247,22 @@ static void wake_selectors(queue *q) {
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
   }
+}
+
+/* Wakes one (or all) sleepers on cv. Taking mu first is what makes the
+** waiter counts safe: a sleeper holds mu from its last check until it
+** sleeps (sleep_until). */
+static void wake(queue *q, pthread_cond_t *cv, int all) {
+  pthread_mutex_lock(&q->mu);
+  if (all) pthread_cond_broadcast(cv);
+  else pthread_cond_signal(cv);
+  pthread_mutex_unlock(&q->mu);
+}
+
+static void fire_selectors(queue *q) {
+  pthread_mutex_lock(&q->mu);
+  wake_selectors(q);
+  pthread_mutex_unlock(&q->mu);
 }
 
 /* ------------------------------------------------------------------ */
@@ -222,6 +274,35 @@ static int ready_get(queue *q) {
 
 static int ready_put(queue *q) {
   return !is_full(q, qcount(q)) || qclosed(q);
+}
+
+static int ready_join(queue *q) {
+  return q->unfinished == 0;
+}
+
+/* Sleeps on cv until ready(q) (checked under lk), the deadline or a
+** cancel; called with no lock held. The sleeper counts itself in
+** *waiters (under mu) *before* it checks under lk, and a waker reads the
+** count under lk after its change, then signals under mu: either the
+** sleeper's check sees the change, or the waker sees the count and its
+** signal waits for mu, which the sleeper holds until it sleeps. Returns
+** 0, ETIMEDOUT or LOOM_CANCELLED; the caller then tries again. */
+static int sleep_until(queue *q, atomic_int *waiters, pthread_cond_t *cv,
+                       int (*ready)(queue *), const struct timespec *dl) {
+  int rc = 0;
+  pthread_mutex_lock(&q->mu);
+  atomic_fetch_add_explicit(waiters, 1, memory_order_relaxed);
+  for (;;) {
+    qlock(q);
+    int r = ready(q);
+    qunlock(q);
+    if (r) break;
+    rc = loom__wait(&q->obj, cv, &q->mu, dl);
+    if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
+  }
+  atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&q->mu);
+  return rc;
 }
 
 /* Spins until ready(q) or the budget runs out; 1 if ready. */
@@ -255,39 +336,68 @@ static int spin(queue *q, int (*ready)(queue *)) {
 /* ------------------------------------------------------------------ */
 /* the two cores of every call                                          */
 
+/* One attempt to take an item into *v: Q_OK, Q_EMPTY or Q_CLOSED. */
+static int try_get(queue *q, loom_value *v) {
+  qlock(q);
+  size_t n = qcount(q);
+  if (n == 0) {
+    int closed = qclosed(q);
+    qunlock(q);
+    return closed ? Q_CLOSED : Q_EMPTY;
+  }
+  take(q, v);
+  int wake_put = nwaiting(&q->put_waiters) > 0;
+  int wake_get = n > 1 && nwaiting(&q->get_waiters) > 0; /* pass it on */
+  qunlock(q);
+  if (wake_put) wake(q, &q->can_put, 0);
+  if (wake_get) wake(q, &q->can_get, 0);
+  return Q_OK;
+}
+
 /* Takes an item into *v. block: 0 no wait; 1 wait until dl (NULL: no
 ** deadline). Returns Q_OK, Q_EMPTY, Q_TIMEOUT, Q_CLOSED or Q_CANCELLED. */
 static int get_core(queue *q, loom_value *v, int block,
                     const struct timespec *dl) {
-  int rc = 0;
-  /* spin on the hint before taking the lock: an empty queue costs no
-  ** lock traffic while the producer is about to put */
-  if (block && qcount(q) == 0 && ncpu > 1 && !loom__cancel_requested())
-    spin(q, ready_get);
-  pthread_mutex_lock(&q->mu);
-  if (qcount(q) == 0 && !qclosed(q) && block) {
-    while (qcount(q) == 0 && !qclosed(q)) {
-      q->get_waiters++;
-      rc = loom__wait(&q->obj, &q->can_get, &q->mu, dl);
-      q->get_waiters--;
-      if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
+  int res;
+  /* an empty queue (by the hint) costs no lock traffic while the
+  ** producer is about to put: spin first */
+  if (!block || qcount(q) > 0) {
+    res = try_get(q, v);
+    if (res != Q_EMPTY || !block) return res;
+  }
+  if (ncpu > 1 && !loom__cancel_requested()) spin(q, ready_get);
+  for (;;) {
+    res = try_get(q, v);
+    if (res != Q_EMPTY) return res;
+    int rc = sleep_until(q, &q->get_waiters, &q->can_get, ready_get, dl);
+    if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) {
+      res = try_get(q, v); /* what is there is still taken */
+      if (res != Q_EMPTY) return res;
+      return rc == ETIMEDOUT ? Q_TIMEOUT : Q_CANCELLED;
     }
   }
-  int res, wake_put = 0, wake_get = 0;
-  size_t n = qcount(q);
-  if (n > 0) {
-    take(q, v);
-    res = Q_OK;
-    wake_put = q->put_waiters > 0;
-    wake_get = n > 1 && q->get_waiters > 0; /* pass a signal on */
-  } else if (qclosed(q)) {
+}
+
+/* One attempt to store *it: Q_OK, Q_FULL, Q_CLOSED or Q_NOMEM. */
+static int try_put(queue *q, pitem *it) {
+  int res, wake_get = 0, wake_put = 0, sel = 0;
+  qlock(q);
+  if (qclosed(q)) {
     res = Q_CLOSED;
+  } else if (is_full(q, qcount(q))) {
+    res = Q_FULL;
+  } else if (!store(q, it)) {
+    res = Q_NOMEM;
   } else {
-    res = rc == LOOM_CANCELLED ? Q_CANCELLED : block ? Q_TIMEOUT : Q_EMPTY;
+    res = Q_OK;
+    wake_get = nwaiting(&q->get_waiters) > 0;
+    wake_put = nwaiting(&q->put_waiters) > 0 && !is_full(q, qcount(q));
+    sel = nwaiting(&q->nsel) > 0;
   }
-  pthread_mutex_unlock(&q->mu);
-  if (wake_put) pthread_cond_signal(&q->can_put);
-  if (wake_get) pthread_cond_signal(&q->can_get);
+  qunlock(q);
+  if (wake_get) wake(q, &q->can_get, 0);
+  if (wake_put) wake(q, &q->can_put, 0);
+  if (sel) fire_selectors(q);
   return res;
 }
 
@@ -295,43 +405,26 @@ static int get_core(queue *q, loom_value *v, int block,
 ** Q_TIMEOUT, Q_CLOSED, Q_CANCELLED or Q_NOMEM. */
 static int put_core(queue *q, pitem *it, int block,
                     const struct timespec *dl) {
-  int rc = 0;
-  if (block && is_full(q, qcount(q)) && ncpu > 1 && !loom__cancel_requested())
-    spin(q, ready_put);
-  pthread_mutex_lock(&q->mu);
-  if (is_full(q, qcount(q)) && !qclosed(q) && block) {
-    while (is_full(q, qcount(q)) && !qclosed(q)) {
-      q->put_waiters++;
-      rc = loom__wait(&q->obj, &q->can_put, &q->mu, dl);
-      q->put_waiters--;
-      if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
+  int res = try_put(q, it);
+  if (res != Q_FULL || !block) return res;
+  if (ncpu > 1 && !loom__cancel_requested()) spin(q, ready_put);
+  for (;;) {
+    res = try_put(q, it);
+    if (res != Q_FULL) return res;
+    int rc = sleep_until(q, &q->put_waiters, &q->can_put, ready_put, dl);
+    if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) {
+      res = try_put(q, it); /* room that is there is still used */
+      if (res != Q_FULL) return res;
+      return rc == ETIMEDOUT ? Q_TIMEOUT : Q_CANCELLED;
     }
   }
-  int res, wake_get = 0, wake_put = 0;
-  if (qclosed(q)) {
-    res = Q_CLOSED;
-  } else if (!is_full(q, qcount(q))) {
-    if (store(q, it)) {
-      res = Q_OK;
-      wake_get = q->get_waiters > 0;
-      wake_put = q->put_waiters > 0 && !is_full(q, qcount(q));
-      if (q->sel) wake_selectors(q);
-    } else {
-      res = Q_NOMEM;
-    }
-  } else {
-    res = rc == LOOM_CANCELLED ? Q_CANCELLED : block ? Q_TIMEOUT : Q_FULL;
-  }
-  pthread_mutex_unlock(&q->mu);
-  if (wake_get) pthread_cond_signal(&q->can_get);
-  if (wake_put) pthread_cond_signal(&q->can_put);
-  return res;
 }
 
 /* ------------------------------------------------------------------ */
 /* Lua side: checking, results                                          */
 
 static void queue_destroy(loom_object *o);
+static int q_len(lua_State *L);
 
 static queue *check_queue(lua_State *L, int idx) {
   loom_object *o = loom__to_any_object(L, idx);
@@ -343,14 +436,15 @@ static queue *check_queue(lua_State *L, int idx) {
 }
 
 /* The queue at index 1 of a method: methods are closures whose upvalue
-** is their class's metatable, so the usual case is one comparison. */
+** 1 is the metatable they were made for (see push_variant), so the usual
+** case is one pointer comparison. */
 static inline queue *check_self(lua_State *L) {
   if (lua_getmetatable(L, 1)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
+    int same = lua_topointer(L, -1) == lua_topointer(L, lua_upvalueindex(1));
+    lua_settop(L, -2);
     if (same) {
       loom_object **box = (loom_object **)lua_touserdata(L, 1);
-      if (box != NULL && *box != NULL) return (queue *)*box;
+      if (*box != NULL) return (queue *)*box;
     }
   }
   return check_queue(L, 1); /* another queue kind, or an error */
@@ -534,17 +628,10 @@ static int q_put_many(lua_State *L) {
       lua_pop(L, 1);
     }
     /* store it, waiting for room as needed */
-    int res = Q_OK;
+    int res = Q_OK, rc = 0;
     while (b->first < b->n) {
-      int rc = 0;
-      pthread_mutex_lock(&q->mu);
-      while (is_full(q, qcount(q)) && !qclosed(q)) {
-        q->put_waiters++;
-        rc = loom__wait(&q->obj, &q->can_put, &q->mu, has ? &ts : NULL);
-        q->put_waiters--;
-        if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
-      }
       size_t stored = 0;
+      qlock(q);
       if (qclosed(q)) {
         res = Q_CLOSED;
       } else {
@@ -556,17 +643,23 @@ static int q_put_many(lua_State *L) {
           b->first++;
           stored++;
         }
-        if (res == Q_OK && b->first < b->n)
-          res = rc == LOOM_CANCELLED ? Q_CANCELLED
-                : rc == ETIMEDOUT    ? Q_TIMEOUT : Q_OK;
       }
-      int wake_get = stored > 0 ? q->get_waiters : 0;
-      if (stored > 0 && q->sel) wake_selectors(q);
-      pthread_mutex_unlock(&q->mu);
-      if (wake_get == 1 && stored == 1) pthread_cond_signal(&q->can_get);
-      else if (wake_get) pthread_cond_broadcast(&q->can_get);
+      int wake_get = stored > 0 ? nwaiting(&q->get_waiters) : 0;
+      int sel = stored > 0 && nwaiting(&q->nsel) > 0;
+      qunlock(q);
+      if (wake_get) wake(q, &q->can_get, wake_get > 1 || stored > 1);
+      if (sel) fire_selectors(q);
       done += (lua_Integer)stored;
-      if (res != Q_OK) break;
+      if (res != Q_OK || b->first == b->n) break;
+      if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) {
+        res = rc == LOOM_CANCELLED ? Q_CANCELLED : Q_TIMEOUT;
+        break;
+      }
+      if (stored == 0 && ncpu > 1 && !loom__cancel_requested())
+        spin(q, ready_put);
+      if (!ready_put(q))
+        rc = sleep_until(q, &q->put_waiters, &q->can_put, ready_put,
+                         has ? &ts : NULL);
     }
     if (res != Q_OK) {
       batch_clear(b);
@@ -616,13 +709,12 @@ static int q_get_many(lua_State *L) {
       b->first = b->n = 0;
     }
     size_t room = want - got < (lua_Integer)cap ? (size_t)(want - got) : cap;
-    pthread_mutex_lock(&q->mu);
+    qlock(q);
     while (b->n < room && qcount(q) > 0) take(q, &b->items[b->n++].v);
     int more = qcount(q) > 0;
-    int wake_put = b->n > 0 ? q->put_waiters : 0;
-    pthread_mutex_unlock(&q->mu);
-    if (wake_put == 1 && b->n == 1) pthread_cond_signal(&q->can_put);
-    else if (wake_put) pthread_cond_broadcast(&q->can_put);
+    int wake_put = b->n > 0 ? nwaiting(&q->put_waiters) : 0;
+    qunlock(q);
+    if (wake_put) wake(q, &q->can_put, wake_put > 1 || b->n > 1);
     while (b->first < b->n) {
       loom__value_take(L, &b->items[b->first].v);
       b->first++;
@@ -666,15 +758,15 @@ static int q_task_done(lua_State *L) {
   queue *q = check_self(L);
   lua_Integer n = luaL_optinteger(L, 2, 1);
   luaL_argcheck(L, n >= 1, 2, "count must be at least 1");
-  pthread_mutex_lock(&q->mu);
+  qlock(q);
   int ok = (lua_Integer)q->unfinished >= n;
-  int wake = 0;
+  int wake_join = 0;
   if (ok) {
     q->unfinished -= (size_t)n;
-    wake = q->unfinished == 0 && q->join_waiters > 0;
+    wake_join = q->unfinished == 0 && nwaiting(&q->join_waiters) > 0;
   }
-  pthread_mutex_unlock(&q->mu);
-  if (wake) pthread_cond_broadcast(&q->all_done);
+  qunlock(q);
+  if (wake_join) wake(q, &q->all_done, 1);
   if (!ok) return luaL_error(L, "task_done() called too many times");
   return 0;
 }
@@ -684,16 +776,11 @@ static int q_join(lua_State *L) {
   queue *q = check_self(L);
   struct timespec ts;
   int has = loom__opt_deadline(L, 2, &ts);
-  int rc = 0;
-  pthread_mutex_lock(&q->mu);
-  while (q->unfinished > 0) {
-    q->join_waiters++;
-    rc = loom__wait(&q->obj, &q->all_done, &q->mu, has ? &ts : NULL);
-    q->join_waiters--;
-    if (rc == ETIMEDOUT || rc == LOOM_CANCELLED) break;
-  }
+  int rc = sleep_until(q, &q->join_waiters, &q->all_done, ready_join,
+                       has ? &ts : NULL);
+  qlock(q);
   int done = q->unfinished == 0;
-  pthread_mutex_unlock(&q->mu);
+  qunlock(q);
   if (!done && rc == LOOM_CANCELLED) return loom__raise_cancelled(L);
   lua_pushboolean(L, done);
   return 1;
@@ -706,38 +793,104 @@ static int q_close(lua_State *L) {
   queue *q = check_self(L);
   int immediate = lua_toboolean(L, 2);
   pthread_mutex_lock(&q->mu);
+  qlock(q);
   atomic_store_explicit(&q->closed, 1, memory_order_relaxed);
-  int wake_join = 0;
-  if (immediate) {
-    size_t n = qcount(q);
+  qunlock(q);
+  while (immediate) { /* discard one by one: never free under lk */
     loom_value v;
-    while (qcount(q) > 0) {
-      take(q, &v);
-      loom__value_free(&v); /* destroys never touch this queue's lock */
+    qlock(q);
+    if (qcount(q) == 0) {
+      qunlock(q);
+      break;
     }
-    if (q->kind != K_SIMPLE) {
-      q->unfinished = q->unfinished > n ? q->unfinished - n : 0;
-      wake_join = q->unfinished == 0 && q->join_waiters > 0;
-    }
+    take(q, &v);
+    if (q->kind != K_SIMPLE && q->unfinished > 0) q->unfinished--;
+    qunlock(q);
+    loom__value_free(&v); /* destroys never touch this queue's locks */
   }
-  if (q->sel) wake_selectors(q);
-  pthread_mutex_unlock(&q->mu);
+  /* sleepers hold mu from their last check until they sleep: all of them
+  ** either saw `closed` or get these */
+  wake_selectors(q);
   pthread_cond_broadcast(&q->can_get);
   pthread_cond_broadcast(&q->can_put);
-  if (wake_join) pthread_cond_broadcast(&q->all_done);
+  pthread_cond_broadcast(&q->all_done);
+  pthread_mutex_unlock(&q->mu);
   return 0;
 }
 
-static int q_index(lua_State *L) {
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  const char *k = lua_tostring(L, 2);
-  if (k != NULL && strcmp(k, "maxsize") == 0) {
-    queue *q = check_self(L);
-    lua_pushinteger(L, (lua_Integer)q->maxsize);
-  } else {
-    lua_pushnil(L);
+/* Pushes the metatable that boxes of queues of class `mt` (the class
+** metatable at index mt) with this maxsize use: a copy of the class
+** metatable whose __index is a plain table holding the methods (closures
+** over this copy) and `maxsize`. A method call then costs one table
+** lookup instead of a call to a C __index function. One copy per class
+** and maxsize per state, cached weakly in mt.__variants. */
+static void push_variant(lua_State *L, int mt, const luaL_Reg *methods,
+                         size_t maxsize) {
+  mt = lua_absindex(L, mt);
+  lua_getfield(L, mt, "__variants");
+  if (lua_rawgeti(L, -1, (lua_Integer)maxsize) == LUA_TTABLE) {
+    lua_remove(L, -2);
+    return;
   }
+  lua_pop(L, 1);
+  lua_newtable(L); /* the variant metatable */
+  int v = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, mt) != 0) { /* everything but __index, __variants */
+    int skip = lua_type(L, -2) == LUA_TSTRING &&
+               (strcmp(lua_tostring(L, -2), "__index") == 0 ||
+                strcmp(lua_tostring(L, -2), "__variants") == 0);
+    if (skip) {
+      lua_pop(L, 1);
+    } else {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, v);
+    }
+  }
+  lua_newtable(L); /* its __index */
+  for (const luaL_Reg *r = methods; r->name != NULL; r++) {
+    lua_pushvalue(L, v);
+    lua_pushcclosure(L, r->func, 1);
+    lua_setfield(L, -2, r->name);
+  }
+  lua_pushinteger(L, (lua_Integer)maxsize);
+  lua_setfield(L, -2, "maxsize");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, v, "__methods");
+  lua_setfield(L, v, "__index");
+  lua_pushvalue(L, v);
+  lua_pushcclosure(L, q_len, 1);
+  lua_setfield(L, v, "__len");
+  lua_pushvalue(L, v);
+  lua_rawseti(L, -3, (lua_Integer)maxsize); /* __variants[maxsize] */
+  lua_remove(L, -2);
+}
+
+/* Gives the box at idx (a live queue box) its variant metatable. */
+static void use_variant(lua_State *L, int idx, queue *q) {
+  idx = lua_absindex(L, idx);
+  luaL_getmetatable(L, q->obj.cls->name);
+  push_variant(L, -1, q->obj.cls->methods, q->maxsize);
+  lua_setmetatable(L, idx);
+  lua_pop(L, 1);
+}
+
+/* The __index of a class metatable, which boxes have when they are made
+** (object.c): switches the box to its variant, then answers from it. */
+static int q_index(lua_State *L) {
+  queue *q = test_queue(L, 1);
+  if (q == NULL) { /* a closed box */
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (lua_isnil(L, -1) && lua_type(L, 2) == LUA_TSTRING &&
+        strcmp(lua_tostring(L, 2), "maxsize") == 0)
+      check_queue(L, 1); /* raises "object is closed" */
+    return 1;
+  }
+  use_variant(L, 1, q);
+  lua_settop(L, 2);
+  lua_gettable(L, 1);
   return 1;
 }
 
@@ -793,11 +946,17 @@ static int new_queue(lua_State *L, const loom_class *cls, int kind) {
   if (loom__cond_init(&q->all_done) != 0) goto fail_done;
   q->kind = kind;
   q->maxsize = (size_t)maxsize;
+  atomic_init(&q->lk, 0);
   atomic_init(&q->count, 0);
   atomic_init(&q->closed, 0);
+  atomic_init(&q->get_waiters, 0);
+  atomic_init(&q->put_waiters, 0);
+  atomic_init(&q->join_waiters, 0);
+  atomic_init(&q->nsel, 0);
   atomic_init(&q->spin_ns, ncpu > 1 ? SPIN_MAX_NS / 2 : 0);
   loom__object_init(&q->obj, cls);
   loom__push_owned(L, &q->obj);
+  use_variant(L, -1, q);
   return 1;
 fail_done:
   pthread_cond_destroy(&q->can_put);
@@ -859,6 +1018,7 @@ static void sel_unlink(selnode *s) {
   pthread_mutex_lock(&q->mu);
   if (s->prev) s->prev->next = s->next; else q->sel = s->next;
   if (s->next) s->next->prev = s->prev;
+  atomic_fetch_sub_explicit(&q->nsel, 1, memory_order_relaxed);
   pthread_mutex_unlock(&q->mu);
   s->linked = 0;
   s->prev = s->next = NULL;
@@ -944,19 +1104,21 @@ static int l_select(lua_State *L) {
     for (int k = 0; k < n && !ready; k++) {
       queue *q = qs[k];
       selnode *s = &w->nodes[k];
+      /* link first, then check under lk: a put either sees nsel (and
+      ** fires w under mu) or its item is seen here */
       pthread_mutex_lock(&q->mu);
-      if (qcount(q) > 0) {
-        ready = 1;
-      } else if (!qclosed(q)) {
-        s->w = w;
-        s->q = q;
-        s->prev = NULL;
-        s->next = q->sel;
-        if (q->sel) q->sel->prev = s;
-        q->sel = s;
-        s->linked = 1;
-        loom__retain(&q->obj);
-      }
+      s->w = w;
+      s->q = q;
+      s->prev = NULL;
+      s->next = q->sel;
+      if (q->sel) q->sel->prev = s;
+      q->sel = s;
+      s->linked = 1;
+      loom__retain(&q->obj);
+      atomic_fetch_add_explicit(&q->nsel, 1, memory_order_relaxed);
+      qlock(q);
+      ready = qcount(q) > 0;
+      qunlock(q);
       pthread_mutex_unlock(&q->mu);
     }
     if (!ready) {
@@ -1037,14 +1199,13 @@ static const luaL_Reg queue_funcs[] = {
   {NULL, NULL}
 };
 
-/* Registers cls, then makes its methods closures over the metatable
-** (see check_self) and its __index a closure that finds them first (one
-** raw lookup) and answers `maxsize`. */
+/* Registers cls; its metatable's __index (q_index) moves each box to
+** the variant metatable of its maxsize on first use (push_variant). */
 static void register_queue_class(lua_State *L, const loom_class *cls) {
   loom__register_class(L, cls);
   luaL_getmetatable(L, cls->name);
   int mt = lua_gettop(L);
-  lua_newtable(L);
+  lua_newtable(L); /* methods for boxes still on the class metatable */
   for (const luaL_Reg *r = cls->methods; r->name != NULL; r++) {
     lua_pushvalue(L, mt);
     lua_pushcclosure(L, r->func, 1);
@@ -1057,6 +1218,12 @@ static void register_queue_class(lua_State *L, const loom_class *cls) {
   lua_pushvalue(L, mt);
   lua_pushcclosure(L, q_len, 1);
   lua_setfield(L, mt, "__len");
+  lua_newtable(L); /* maxsize -> variant metatable, weak */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, mt, "__variants");
   lua_pop(L, 1);
 }
 
