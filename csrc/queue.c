@@ -310,6 +310,7 @@ static int spin(queue *q, int (*ready)(queue *)) {
   int budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
   if (budget <= 0) return 0;
   double end = 0;
+  unsigned pause = 1;
   for (unsigned i = 1;; i++) {
     if (ready(q)) {
       if (budget < SPIN_MAX_NS)
@@ -318,8 +319,11 @@ static int spin(queue *q, int (*ready)(queue *)) {
                               memory_order_relaxed);
       return 1;
     }
-    LOOM_CPU_RELAX();
-    if ((i & 31) == 0) {
+    /* back off between polls: reading the hot line while the other side
+    ** writes it costs both sides a cache-line transfer per poll */
+    for (unsigned k = 0; k < pause; k++) LOOM_CPU_RELAX();
+    if (pause < 64) pause *= 2;
+    if ((i & 7) == 0) {
       double now = loom__now();
       if (end == 0) {
         end = now + budget * 1e-9;
