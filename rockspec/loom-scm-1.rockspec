@@ -31,6 +31,5 @@ build = {
     },
     ["loom"] = "lua/loom/init.lua",
     ["loom.sync"] = "lua/loom/sync.lua",
-    ["loom.queue"] = "lua/loom/queue.lua",
   },
 }
