@@ -117,15 +117,18 @@ static uint64_t current_ident(void) {
 /* ------------------------------------------------------------------ */
 /* package paths and fresh states                                       */
 
-static char *dup_field(lua_State *L, const char *field) {
+/* A copy of package[field]; NULL when absent, or with *oom set. */
+static char *dup_field(lua_State *L, const char *field, int *oom) {
   char *s = NULL;
   lua_getglobal(L, "package");
   if (lua_istable(L, -1)) {
     lua_getfield(L, -1, field);
     size_t len;
     const char *v = lua_tolstring(L, -1, &len);
-    if (v != NULL && (s = (char *)malloc(len + 1)) != NULL)
-      memcpy(s, v, len + 1);
+    if (v != NULL) {
+      if ((s = (char *)malloc(len + 1)) != NULL) memcpy(s, v, len + 1);
+      else *oom = 1;
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -133,9 +136,10 @@ static char *dup_field(lua_State *L, const char *field) {
 }
 
 int loom__paths_capture(lua_State *L, loom_paths *p) {
-  p->path = dup_field(L, "path");
-  p->cpath = dup_field(L, "cpath");
-  return 1;
+  int oom = 0;
+  p->path = dup_field(L, "path", &oom);
+  p->cpath = dup_field(L, "cpath", &oom);
+  return !oom;
 }
 
 void loom__paths_free(loom_paths *p) {
@@ -409,6 +413,13 @@ static int keep_text(lua_State *L) {
   return 0;
 }
 
+/* Takes t off the running list; registry_mu held. */
+static void unlink_running(loom_thread *t) {
+  if (t->prev) t->prev->next = t->next; else running = t->next;
+  if (t->next) t->next->prev = t->prev;
+  running_count--;
+}
+
 static void finish(loom_thread *t, lua_State *L, const char *fatal) {
   loom_msg *result = NULL;
   if (fatal != NULL) {
@@ -436,9 +447,7 @@ static void finish(loom_thread *t, lua_State *L, const char *fatal) {
   /* off the running list first: once join() returns, active_count() and
   ** enumerate() no longer see it */
   pthread_mutex_lock(&registry_mu);
-  if (t->prev) t->prev->next = t->next; else running = t->next;
-  if (t->next) t->next->prev = t->prev;
-  running_count--;
+  unlink_running(t);
   pthread_mutex_unlock(&registry_mu);
 
   pthread_mutex_lock(&t->mu);
@@ -655,6 +664,29 @@ static loom_thread *check_thread(lua_State *L, int idx) {
   return LOOM_CHECK(L, idx, loom_thread, &thread_class);
 }
 
+/* Pushes a new, unstarted thread running the function at stack index
+** `first` with the nargs values after it. name may be NULL (Thread-N). */
+static void new_thread(lua_State *L, int first, int nargs, const char *name,
+                       int daemon, int hook) {
+  char buf[32];
+  if (name == NULL) {
+    snprintf(buf, sizeof buf, "Thread-%d", atomic_fetch_add(&name_counter, 1) + 1);
+    name = buf;
+  }
+  loom_msg *start = loom__encode_call(L, first, nargs);
+  loom_thread *t = thread_alloc(name);
+  if (t == NULL || !loom__paths_capture(L, &t->paths)) {
+    loom__msg_free(start);
+    if (t != NULL) thread_destroy(&t->obj);
+    luaL_error(L, "not enough memory for a thread");
+    return;
+  }
+  t->start = start;
+  t->daemon = daemon;
+  t->cancel_hook = hook;
+  loom__push_owned(L, &t->obj);
+}
+
 /* loom.Thread{target=, args=, name=, daemon=, cancel_hook=} */
 static int l_Thread(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -678,29 +710,12 @@ static int l_Thread(lua_State *L) {
   lua_remove(L, 3); /* args table; target at 2, arguments from 3 */
   lua_getfield(L, 1, "name");
   const char *name = luaL_optstring(L, -1, NULL);
-  char buf[32];
-  if (name == NULL) {
-    snprintf(buf, sizeof buf, "Thread-%d", atomic_fetch_add(&name_counter, 1) + 1);
-    name = buf;
-  }
   lua_getfield(L, 1, "daemon");
   int daemon = lua_toboolean(L, -1);
   lua_getfield(L, 1, "cancel_hook");
   int hook = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  lua_pop(L, 1);
-  /* stack: spec, target, args..., name */
-  loom_msg *start = loom__encode_call(L, 2, nargs);
-  loom_thread *t = thread_alloc(name);
-  if (t == NULL) {
-    loom__msg_free(start);
-    return luaL_error(L, "not enough memory for a thread");
-  }
-  t->start = start;
-  t->daemon = daemon;
-  t->cancel_hook = hook;
-  loom__paths_capture(L, &t->paths);
-  loom__push_owned(L, &t->obj);
+  lua_pop(L, 2); /* the name stays on the stack while it is used */
+  new_thread(L, 2, nargs, name, daemon, hook);
   return 1;
 }
 
@@ -729,9 +744,7 @@ static int thread_start(lua_State *L) {
   int rc = hand_to_idle_carrier(t, stack) ? 0 : new_carrier(t, stack);
   if (rc != 0) {
     pthread_mutex_lock(&registry_mu);
-    if (t->prev) t->prev->next = t->next; else running = t->next;
-    if (t->next) t->next->prev = t->prev;
-    running_count--;
+    unlink_running(t);
     if (!t->daemon) running_nondaemon--;
     pthread_cond_broadcast(&registry_cv);
     pthread_mutex_unlock(&registry_mu);
@@ -746,24 +759,10 @@ static int thread_start(lua_State *L) {
   return 1;
 }
 
-/* loom.thread(fn, ...): Thread{target=fn, args={...}} started at once. */
+/* loom.thread(fn, ...): a Thread of fn(...), started at once. */
 static int l_thread(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  int n = lua_gettop(L);
-  lua_createtable(L, 0, 2);
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "target");
-  lua_createtable(L, n - 1, 1);
-  for (int i = 2; i <= n; i++) {
-    lua_pushvalue(L, i);
-    lua_rawseti(L, -2, i - 1);
-  }
-  lua_pushinteger(L, n - 1);
-  lua_setfield(L, -2, "n");
-  lua_setfield(L, -2, "args");
-  lua_replace(L, 1);
-  lua_settop(L, 1);
-  l_Thread(L);
+  new_thread(L, 1, lua_gettop(L) - 1, NULL, 0, 0);
   lua_replace(L, 1);
   lua_settop(L, 1);
   return thread_start(L);
