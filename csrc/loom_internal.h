@@ -173,6 +173,7 @@ void loom__open_error(lua_State *L); /* adds is_timeout etc. to table on top */
 int loom__cond_init(pthread_cond_t *cv);
 double loom__now(void); /* monotonic seconds */
 void loom__deadline_after(double seconds, struct timespec *ts);
+int loom__deadline_passed(const struct timespec *dl);
 /* Reads an optional timeout (seconds) at idx: none/nil gives 0 (no
 ** deadline); a number >= 0 fills *ts and gives 1; negative or NaN raises
 ** "timeout must be a non-negative number". */

@@ -32,13 +32,6 @@
 ** unique per loom thread even when loom reuses an OS thread. */
 #define self_ident() loom__thread_ident()
 
-static int deadline_passed(const struct timespec *dl) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return now.tv_sec > dl->tv_sec ||
-         (now.tv_sec == dl->tv_sec && now.tv_nsec >= dl->tv_nsec);
-}
-
 /* Plain or cancellable sleep on cv; mu held. */
 static int sleep_on(loom_object *owner, pthread_cond_t *cv, pthread_mutex_t *mu,
                     const struct timespec *dl, int cancellable) {
@@ -626,7 +619,7 @@ static int cond_wait_for(lua_State *L) {
     lua_pushvalue(L, 2);
     lua_call(L, 0, 1);
     if (lua_toboolean(L, -1)) break;
-    if (has && deadline_passed(&ts)) break;
+    if (has && loom__deadline_passed(&ts)) break;
     lua_pop(L, 1);
     cond_wait_once(L, c, has ? &ts : NULL);
   }

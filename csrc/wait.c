@@ -46,6 +46,13 @@ void loom__deadline_after(double seconds, struct timespec *ts) {
   }
 }
 
+int loom__deadline_passed(const struct timespec *dl) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > dl->tv_sec ||
+         (now.tv_sec == dl->tv_sec && now.tv_nsec >= dl->tv_nsec);
+}
+
 int loom__opt_deadline(lua_State *L, int idx, struct timespec *ts) {
   if (lua_isnoneornil(L, idx)) return 0;
   lua_Number s = luaL_checknumber(L, idx);
