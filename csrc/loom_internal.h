@@ -105,8 +105,6 @@ loom_msg *loom__encode_owned(lua_State *L, int first, int n, const char *what,
 /* Pushes the values of m; returns how many. Raises only on memory errors
 ** or when a module named in m cannot be required here. */
 int loom__decode(lua_State *L, const loom_msg *m);
-int loom__msg_count(const loom_msg *m);
-size_t loom__msg_size(const loom_msg *m);
 void loom__msg_free(loom_msg *m); /* NULL is fine */
 
 #define LOOM_INLINE_STR 22
@@ -141,7 +139,6 @@ void loom__value_free(loom_value *v); /* leaves v as nil */
 /* Pushes v and frees it, also when decoding raises (for values taken out
 ** of a container, which nobody else would free). */
 void loom__value_take(lua_State *L, loom_value *v);
-int loom__value_isnil(const loom_value *v);
 
 /*
 ** ---------------------------------------------------------------------
@@ -235,8 +232,6 @@ int loom__paths_capture(lua_State *L, loom_paths *p); /* 0 on OOM */
 void loom__paths_free(loom_paths *p);
 lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen);
 
-/* Pushes a traceback-adding message handler and returns its index. */
-int loom__push_traceback_handler(lua_State *L);
 
 /* Host configuration (core.c), read under a lock. */
 size_t loom__config_stack_size(void);

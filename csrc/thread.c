@@ -322,11 +322,6 @@ static int traceback_handler(lua_State *L) {
   return 1;
 }
 
-int loom__push_traceback_handler(lua_State *L) {
-  lua_pushcfunction(L, traceback_handler);
-  return lua_gettop(L);
-}
-
 /* ------------------------------------------------------------------ */
 /* the thread body                                                      */
 
@@ -344,7 +339,8 @@ static void cancel_hook(lua_State *L, lua_Debug *ar) {
 static int run_body(lua_State *L) {
   loom_thread *t = (loom_thread *)lua_touserdata(L, 1);
   lua_settop(L, 0);
-  int h = loom__push_traceback_handler(L);
+  lua_pushcfunction(L, traceback_handler);
+  int h = lua_gettop(L);
   int n = loom__decode(L, t->start);
   /* only this thread reads it: drop it now rather than with the handle, so
   ** arguments that mention the thread do not keep it alive */

@@ -846,15 +846,6 @@ loom_msg *loom__encode_call(lua_State *L, int first, int nargs) {
   return encode_values(L, first, nargs + 1, "args", PATH_CALL, NULL);
 }
 
-int loom__msg_count(const loom_msg *m) {
-  return m->count;
-}
-
-size_t loom__msg_size(const loom_msg *m) {
-  return sizeof *m + m->len + sizeof(void *) +
-         (size_t)m->nobjs * sizeof(loom_object *);
-}
-
 void loom__msg_free(loom_msg *m) {
   if (m == NULL) return;
   loom_object **refs = msg_refs(m);
@@ -1095,10 +1086,6 @@ int loom__decode(lua_State *L, const loom_msg *m) {
 
 enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG,
        V_OWNER /* the object that owns the slot: no reference held */ };
-
-int loom__value_isnil(const loom_value *v) {
-  return v->u.s.tag == V_NIL;
-}
 
 void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what) {
   loom__value_set_owned(L, idx, v, what, NULL);
