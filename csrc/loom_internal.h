@@ -128,17 +128,61 @@ typedef struct loom_value {
   } u;
 } loom_value;
 
+/*
+** Streams (stream.c): a message handed to its reader while the writer is
+** still encoding it. Only transfer.c writes and reads them; a container
+** that accepts them (queue.c) just carries the loom_value.
+*/
+typedef struct loom_stream loom_stream;
+/* Called by the writer when its encode fails after the stream was
+** delivered: take the stream back out of `owner` if it is still there. */
+typedef void loom_stream_withdraw(loom_object *owner, loom_stream *s);
+loom_stream *loom__stream_new(loom_object *owner,
+                              loom_stream_withdraw *withdraw);
+void loom__stream_retain(loom_stream *s);
+void loom__stream_release(loom_stream *s); /* NULL is fine */
+/* Writer: appends n bytes as one chunk and takes a reference on each of
+** the objects they mention; returns 0 when out of memory. */
+int loom__stream_append(loom_stream *s, const void *p, size_t n,
+                        loom_object *const *objs, int nobjs);
+void loom__stream_finish(loom_stream *s); /* drops the writer's reference */
+void loom__stream_abort(loom_stream *s);  /* withdraws, then the same */
+/* Reader (one only): the next chunk, waiting for it if need be. Returns
+** 1 with *p, *n set, 0 at the end, -1 when the writer aborted. */
+int loom__stream_read(loom_stream *s, const unsigned char **p, size_t *n);
+
+/* How a container accepts a value as a stream (loom__value_set_streamed).
+** start(ud, s, v) is called once the first chunk is ready; it gets the
+** holder's reference in v (tag set) and returns 1 when it delivered v
+** (and keeps the reference), 0 to decline. */
+typedef struct loom_stream_offer {
+  int (*start)(void *ud, loom_value *v);
+  void *ud;
+  loom_object *owner; /* given to withdraw */
+  loom_stream_withdraw *withdraw;
+} loom_stream_offer;
+
 /* Stores the value at idx into v (v's old content is not freed). Raises
 ** like loom__encode, leaving v untouched. */
 void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what);
 /* The same for a slot that lives inside `owner` (see loom__encode_owned). */
 void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
                            const char *what, loom_object *owner);
+/* Like loom__value_set, but a value whose encoding outgrows one chunk is
+** offered to offer->start as a stream, so a reader can decode it while it
+** is being written. Returns 1 when start accepted it (the value is then
+** delivered, and a later error withdraws it), 0 when v was set as usual. */
+int loom__value_set_streamed(lua_State *L, int idx, loom_value *v,
+                             const char *what, const loom_stream_offer *offer);
+/* Whether v carries stream s (for withdraw). */
+int loom__value_is_stream(const loom_value *v, const loom_stream *s);
+/* Pushes v (not a stream: streams are read once, with take). */
 void loom__value_push(lua_State *L, const loom_value *v);
 void loom__value_free(loom_value *v); /* leaves v as nil */
 /* Pushes v and frees it, also when decoding raises (for values taken out
-** of a container, which nobody else would free). */
-void loom__value_take(lua_State *L, loom_value *v);
+** of a container, which nobody else would free). Returns 0, with nothing
+** pushed, when v was a stream whose writer failed: the value never was. */
+int loom__value_take(lua_State *L, loom_value *v);
 
 /*
 ** ---------------------------------------------------------------------

@@ -510,13 +510,71 @@ static void encode_item(lua_State *L, queue *q, int idx, pitem *it) {
 /* ------------------------------------------------------------------ */
 /* put / get                                                            */
 
+/* A large item goes in as a stream as soon as its first chunk is ready,
+** if there is room right away (stream.c); otherwise it is put whole. */
+typedef struct stream_put {
+  queue *q;
+  pitem *it;
+} stream_put;
+
+static int start_stream(void *ud, loom_value *v) {
+  stream_put *sp = (stream_put *)ud;
+  sp->it->v = *v;
+  return try_put(sp->q, sp->it) == Q_OK;
+}
+
+/* The producer of a stream failed: take it out if no one has it yet. */
+static void withdraw_stream(loom_object *owner, loom_stream *st) {
+  queue *q = (queue *)owner;
+  loom_value v;
+  int found = 0, wake_put = 0, wake_join = 0;
+  qlock(q);
+  size_t n = qcount(q), mask = q->cap - 1;
+  for (size_t j = 0; j < n && !found; j++) {
+    if (!loom__value_is_stream(&q->ring[(q->head + j) & mask], st)) continue;
+    found = 1;
+    v = q->ring[(q->head + j) & mask];
+    for (size_t k = j; k + 1 < n; k++)
+      q->ring[(q->head + k) & mask] = q->ring[(q->head + k + 1) & mask];
+    set_count(q, n - 1);
+    if (q->kind != K_SIMPLE && q->unfinished > 0) q->unfinished--;
+    wake_put = nwaiting(&q->put_waiters) > 0;
+    wake_join = q->unfinished == 0 && nwaiting(&q->join_waiters) > 0;
+  }
+  qunlock(q);
+  if (!found) return;
+  loom__value_free(&v);
+  if (wake_put) wake(q, &q->can_put, 0);
+  if (wake_join) wake(q, &q->all_done, 1);
+}
+
+/* A consumer took a stream whose producer failed: the item never was, so
+** it counts as done. */
+static void stream_vanished(queue *q) {
+  qlock(q);
+  if (q->kind != K_SIMPLE && q->unfinished > 0) q->unfinished--;
+  int wake_join = q->unfinished == 0 && nwaiting(&q->join_waiters) > 0;
+  qunlock(q);
+  if (wake_join) wake(q, &q->all_done, 1);
+}
+
 static int do_put(lua_State *L, int block) {
   queue *q = check_self(L);
   struct timespec ts;
   int has = block && !lua_isnoneornil(L, 3) && loom__opt_deadline(L, 3, &ts);
   if (lua_isnone(L, 2)) luaL_argerror(L, 2, "cannot put nil into a queue");
   pitem it;
-  encode_item(L, q, 2, &it);
+  if (q->kind == K_PRIO) {
+    encode_item(L, q, 2, &it);
+  } else {
+    if (lua_isnil(L, 2)) luaL_argerror(L, 2, "cannot put nil into a queue");
+    stream_put sp = {q, &it};
+    loom_stream_offer offer = {start_stream, &sp, &q->obj, withdraw_stream};
+    if (loom__value_set_streamed(L, 2, &it.v, "item", &offer)) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
   int res = put_core(q, &it, block, has ? &ts : NULL);
   if (res == Q_OK) {
     lua_pushboolean(L, 1);
@@ -544,10 +602,10 @@ static int do_get(lua_State *L, int block) {
   struct timespec ts;
   int has = block && !lua_isnoneornil(L, 2) && loom__opt_deadline(L, 2, &ts);
   loom_value v;
-  int res = get_core(q, &v, block, has ? &ts : NULL);
-  if (res == Q_OK) {
-    loom__value_take(L, &v);
-    return 1;
+  int res;
+  while ((res = get_core(q, &v, block, has ? &ts : NULL)) == Q_OK) {
+    if (loom__value_take(L, &v)) return 1;
+    stream_vanished(q);
   }
   if (res == Q_CANCELLED) return loom__raise_cancelled(L);
   return fail(L, res);
@@ -565,10 +623,10 @@ static int q_get_nowait(lua_State *L) {
 static int iter_step(lua_State *L) {
   queue *q = check_queue(L, 1);
   loom_value v;
-  int res = get_core(q, &v, 1, NULL);
-  if (res == Q_OK) {
-    loom__value_take(L, &v);
-    return 1;
+  int res;
+  while ((res = get_core(q, &v, 1, NULL)) == Q_OK) {
+    if (loom__value_take(L, &v)) return 1;
+    stream_vanished(q);
   }
   if (res == Q_CANCELLED) return loom__raise_cancelled(L);
   lua_pushnil(L);
@@ -720,9 +778,10 @@ static int q_get_many(lua_State *L) {
     qunlock(q);
     if (wake_put) wake(q, &q->can_put, wake_put > 1 || b->n > 1);
     while (b->first < b->n) {
-      loom__value_take(L, &b->items[b->first].v);
+      int taken = loom__value_take(L, &b->items[b->first].v);
       b->first++;
-      lua_rawseti(L, 4, ++got);
+      if (taken) lua_rawseti(L, 4, ++got);
+      else stream_vanished(q);
     }
     if (!more || got >= want) break;
   }
@@ -1086,6 +1145,7 @@ static int l_select(lua_State *L) {
   loom_value v;
   selwaiter *w = NULL;
   int i, rc = 0, spun = 0;
+again:
   for (;;) {
     i = sel_poll(&st, &v);
     if (i != -1) break;
@@ -1134,10 +1194,13 @@ static int l_select(lua_State *L) {
     sel_unlink_all(w);
   }
   loom__release(w ? &w->obj : NULL);
+  w = NULL;
   if (i >= 0) {
     lua_rawgeti(L, 1, i + 1);
-    loom__value_take(L, &v);
-    return 2;
+    if (loom__value_take(L, &v)) return 2;
+    lua_pop(L, 1);
+    stream_vanished(qs[i]);
+    goto again;
   }
   if (i == -2) return fail(L, Q_CLOSED);
   if (rc == LOOM_CANCELLED) return loom__raise_cancelled(L);

@@ -24,19 +24,24 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT8, T_INT, T_FLOAT, T_SSTR, T_STR,
-  T_TABLE,   /* flags u32:narr u32:nhash, narr values, nhash pairs, [mt] */
+  T_TABLE,   /* flags u32:narr u32:nhash, nhash pairs, narr values, [mt] */
   T_FUNC,    /* flags u32:nups u32:len bytecode, upvalues */
   T_REF,     /* u32 id: a table or function seen before */
   T_GLOBALS, /* the sender's global table: the receiver's */
   T_NAMED,   /* module, field: package.loaded[module][field] */
   T_REGMETA, /* name: registry[name] (luaL_newmetatable) */
-  T_OBJ,     /* u32 index into refs */
+  T_OBJ,     /* pointer (the message holds a reference, see refs) */
   T_SSTRK,   /* a T_SSTR that is referenced again later: keep it */
   T_MSTR,    /* u8 len: a string not counted among the short strings */
   T_OWNER,   /* pointer: the object that owns the message (no reference) */
   T_SREF     /* u32 n: the n-th short string of the message again */
 };
 enum { F_MARKED = 1, F_META = 2 };
+/* loom_value tags */
+enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG,
+       V_STREAM, /* a loom_stream being written (queue items) */
+       V_OWNER /* the object that owns the slot: no reference held */ };
+
 enum { UP_VALUE, UP_JOIN };
 
 struct loom_msg {
@@ -88,6 +93,7 @@ typedef struct scratch {
   ptrmap seen, upvals;
   uint32_t gen;
   int busy;
+  loom_stream *stream; /* delivered while this encode writes it */
   /* recently written short strings (interned: same pointer, same string) */
   struct { const char *p; uint32_t gen, n; size_t tagpos; } strs[256];
   path_seg path[MAX_DEPTH + 2];
@@ -110,28 +116,53 @@ static slot *map_find(ptrmap *m, const void *key, uint32_t gen) {
   }
 }
 
+static int map_grow(ptrmap *m, uint32_t gen) {
+  size_t ncap = m->cap ? m->cap * 2 : 64;
+  slot *ns = (slot *)calloc(ncap, sizeof *ns);
+  if (ns == NULL) return 0;
+  for (size_t i = 0; i < m->cap; i++) {
+    slot *s = &m->slots[i];
+    if (s->gen != gen) continue;
+    size_t j = hashp(s->key) & (ncap - 1);
+    while (ns[j].gen == gen) j = (j + 1) & (ncap - 1);
+    ns[j] = *s;
+  }
+  free(m->slots);
+  m->slots = ns;
+  m->cap = ncap;
+  return 1;
+}
+
+/* Finds key, or claims a slot for it (key set, *added = 1) in the same
+** probe. Returns NULL when out of memory. */
+static slot *map_claim(ptrmap *m, uint32_t gen, const void *key, int *added) {
+  if ((m->used + 1) * 2 > m->cap && !map_grow(m, gen)) return NULL;
+  size_t mask = m->cap - 1;
+  for (size_t i = hashp(key) & mask;; i = (i + 1) & mask) {
+    slot *s = &m->slots[i];
+    if (s->gen != gen) {
+      s->key = key;
+      s->gen = gen;
+      m->used++;
+      *added = 1;
+      return s;
+    }
+    if (s->key == key) {
+      *added = 0;
+      return s;
+    }
+  }
+}
+
 /* Inserts a key known to be absent; returns 0 when out of memory. */
 static int map_put(ptrmap *m, uint32_t gen, const void *key, uint32_t id,
                    uint32_t aux, size_t flagpos) {
-  if ((m->used + 1) * 2 > m->cap) {
-    size_t ncap = m->cap ? m->cap * 2 : 64;
-    slot *ns = (slot *)calloc(ncap, sizeof *ns);
-    if (ns == NULL) return 0;
-    for (size_t i = 0; i < m->cap; i++) {
-      slot *s = &m->slots[i];
-      if (s->gen != gen) continue;
-      size_t j = hashp(s->key) & (ncap - 1);
-      while (ns[j].gen == gen) j = (j + 1) & (ncap - 1);
-      ns[j] = *s;
-    }
-    free(m->slots);
-    m->slots = ns;
-    m->cap = ncap;
-  }
-  size_t mask = m->cap - 1, i = hashp(key) & mask;
-  while (m->slots[i].gen == gen) i = (i + 1) & mask;
-  m->slots[i] = (slot){key, gen, id, aux, flagpos};
-  m->used++;
+  int added;
+  slot *s = map_claim(m, gen, key, &added);
+  if (s == NULL) return 0;
+  s->id = id;
+  s->aux = aux;
+  s->flagpos = flagpos;
   return 1;
 }
 
@@ -159,6 +190,10 @@ static int scratch_gc(lua_State *L) {
 ** memory in the state forever. */
 static void release_scratch(scratch *s) {
   s->busy = 0;
+  if (s->stream != NULL) { /* the encode failed after delivering it */
+    loom__stream_abort(s->stream);
+    s->stream = NULL;
+  }
   if (s->cap > (1u << 20)) {
     free(s->buf);
     s->buf = NULL;
@@ -240,8 +275,20 @@ typedef struct enc {
   int names_fresh;
   int has_refs;
   int seeded;     /* package.loaded tables and _G are in the seen map */
+  int room;       /* depth up to which the Lua stack has room */
+  size_t hold;    /* a table header whose count is not written yet: 0 or
+                     the first position that may not be published */
   uint32_t nstr;  /* short strings written so far */
+  /* streaming (loom__value_set_streamed): whole values up to `pub` (a
+  ** scratch position) have gone to the reader, with the objects up to
+  ** pub_objs; the next chunk is cut once `chunk` more bytes are ready */
+  const loom_stream_offer *offer;
+  size_t pub, chunk;
+  int pub_objs;
 } enc;
+
+#define FIRST_CHUNK 4096
+#define MAX_CHUNK 65536
 
 #define NAMED_POS ((size_t)-1) /* flagpos of a seeded table */
 
@@ -284,7 +331,8 @@ static inline void put_u32(enc *e, uint32_t v) {
 static void put_short_str(enc *e, const char *str, size_t len) {
   scratch *s = e->s;
   size_t h = ((uintptr_t)str >> 4) & 255;
-  if (s->strs[h].p == str && s->strs[h].gen == s->gen) {
+  if (s->strs[h].p == str && s->strs[h].gen == s->gen &&
+      s->strs[h].tagpos >= e->pub) { /* its tag can still be patched */
     s->buf[s->strs[h].tagpos] = T_SSTRK;
     e->has_refs = 1;
     put_byte(e, T_SREF);
@@ -376,6 +424,7 @@ static void add_path(enc *e, luaL_Buffer *b) {
 static int fail(enc *e, const char *fmt, const char *detail) {
   lua_State *L = e->L;
   luaL_Buffer b;
+  luaL_checkstack(L, 10, "copying a value");
   luaL_buffinit(L, &b);
   lua_pushfstring(L, fmt, detail);
   luaL_addvalue(&b);
@@ -386,6 +435,7 @@ static int fail(enc *e, const char *fmt, const char *detail) {
 }
 
 static void encode(enc *e, int idx);
+static void encode_value(enc *e, int idx, int type);
 static inline int encode_scalar(enc *e, int idx, int type);
 
 static void push_seg(enc *e, int kind, int idx, const char *name) {
@@ -495,6 +545,7 @@ static void need_names(enc *e, int fresh) {
 /* If the value at idx has a name, writes T_NAMED and returns 1. */
 static int put_named(enc *e, int idx, int fresh) {
   lua_State *L = e->L;
+  luaL_checkstack(L, 20, "copying a named value");
   need_names(e, fresh);
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->names) != LUA_TTABLE) {
@@ -541,11 +592,20 @@ static void seed_named(enc *e) {
   lua_pop(L, 1);
 }
 
-/* A table or function seen before becomes a back reference; _G and
-** module tables become their names. */
+/* A table or function seen before becomes a back reference (_G and module
+** tables their names) and 1 is returned. Otherwise it is remembered, in the
+** same probe, with the next id and its header byte right after the tag
+** about to be written, and 0 is returned. */
 static int put_ref(enc *e, int idx, const void *p) {
-  slot *s = map_find(&e->s->seen, p, e->s->gen);
-  if (s == NULL) return 0;
+  int added;
+  slot *s = map_claim(&e->s->seen, e->s->gen, p, &added);
+  if (s == NULL) enc_oom(e);
+  if (added) {
+    s->id = e->next_id++;
+    s->aux = 0;
+    s->flagpos = e->s->len + 1;
+    return 0;
+  }
   if (s->flagpos == NAMED_POS) {
     lua_State *L = e->L;
     lua_pushglobaltable(L);
@@ -563,11 +623,6 @@ static int put_ref(enc *e, int idx, const void *p) {
   return 1;
 }
 
-static void remember(enc *e, const void *p, size_t flagpos) {
-  if (!map_put(&e->s->seen, e->s->gen, p, e->next_id++, 0, flagpos))
-    enc_oom(e);
-}
-
 static int is_registered_meta(lua_State *L, int idx) {
   lua_pushliteral(L, "__name");
   if (lua_rawget(L, idx) != LUA_TSTRING) { /* raw: no user code mid-encode */
@@ -582,59 +637,121 @@ static int is_registered_meta(lua_State *L, int idx) {
   return same; /* leaves the name on the stack when true */
 }
 
+/* Each nesting level of tables and functions needs at most this many
+** stack slots; the stack is grown for LEVELS_AHEAD levels at a time. */
+#define SLOTS_PER_LEVEL 8
+#define LEVELS_AHEAD 32
+
+static inline void room_for_level(enc *e) {
+  if (e->depth >= e->room) {
+    luaL_checkstack(e->L, SLOTS_PER_LEVEL * (LEVELS_AHEAD + 1),
+                    "copying nested values");
+    e->room = e->depth + LEVELS_AHEAD;
+  }
+}
+
+static inline void maybe_publish(enc *e);
+
+/* Cuts a chunk of the finished values written since the last one and
+** hands it to the reader; the first cut creates the stream and offers it.
+** Only whole values are cut, and never while a table header waits for its
+** count (hold), so every byte published is final. */
+static void publish(enc *e) {
+  scratch *s = e->s;
+  loom_stream *st = s->stream;
+  if (st == NULL) {
+    st = loom__stream_new(e->offer->owner, e->offer->withdraw);
+    if (st == NULL) enc_oom(e);
+    if (!loom__stream_append(st, s->buf + e->pub, s->len - e->pub, s->objs,
+                             s->nobjs)) {
+      loom__stream_release(st);
+      enc_oom(e);
+    }
+    loom__stream_retain(st); /* the holder's */
+    loom_value v;
+    v.u.x.tag = V_STREAM;
+    v.u.x.v.p = st;
+    if (!e->offer->start(e->offer->ud, &v)) { /* declined: one message */
+      loom__stream_release(st);
+      loom__stream_release(st);
+      e->offer = NULL;
+      return;
+    }
+    s->stream = st;
+  } else if (!loom__stream_append(st, s->buf + e->pub, s->len - e->pub,
+                                  s->objs + e->pub_objs,
+                                  s->nobjs - e->pub_objs)) {
+    enc_oom(e);
+  }
+  e->pub = s->len;
+  e->pub_objs = s->nobjs;
+  if (e->chunk < MAX_CHUNK) e->chunk *= 2;
+}
+
+static inline void maybe_publish(enc *e) {
+  if (e->offer != NULL && e->hold == 0 && e->s->len - e->pub >= e->chunk)
+    publish(e);
+}
+
+/* The hash part goes first: once its count is patched into the header,
+** the array part (often the bulk: a list of records) needs no patch and
+** can be published to a reader while it is being written (stream.c). */
 static void encode_table(enc *e, int idx) {
   lua_State *L = e->L;
-  const void *p = lua_topointer(L, idx);
   if (!e->seeded) seed_named(e);
-  if (put_ref(e, idx, p)) return;
-
-  luaL_checkstack(L, 6, "copying a table");
-  put_byte(e, T_TABLE);
-  size_t flagpos = e->s->len;
-  put_byte(e, 0);
-  remember(e, p, flagpos);
+  if (put_ref(e, idx, lua_topointer(L, idx))) return;
+  room_for_level(e);
+  int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
   lua_Integer narr = (lua_Integer)lua_rawlen(L, idx);
   if (narr > UINT32_MAX) narr = 0;
   size_t hdr = e->s->len;
-  put_u32(e, (uint32_t)narr);
-  put_u32(e, 0);
-  for (lua_Integer i = 1; i <= narr; i++) {
-    int type = lua_rawgeti(L, idx, i);
-    if (!encode_scalar(e, -1, type)) {
-      push_seg(e, SEG_INDEX, (int)i, NULL);
-      encode(e, lua_gettop(L));
-      e->depth--;
-    }
-    lua_pop(L, 1);
-  }
+  unsigned char head[10] = {T_TABLE, mt ? F_META : 0};
+  uint32_t n32 = (uint32_t)narr;
+  memcpy(head + 2, &n32, sizeof n32);
+  put(e, head, sizeof head);
+
+  size_t hold = e->hold;
+  if (hold == 0) e->hold = hdr; /* nothing from here on is published */
   uint32_t nhash = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int key = lua_gettop(L) - 1;
-    if (narr > 0 && lua_isinteger(L, key)) {
+    int kt = lua_type(L, key);
+    if (narr > 0 && kt == LUA_TNUMBER && lua_isinteger(L, key)) {
       lua_Integer k = lua_tointeger(L, key);
       if (k >= 1 && k <= narr) {
         lua_pop(L, 1);
         continue;
       }
     }
-    if (!encode_scalar(e, key, lua_type(L, key))) {
+    if (!encode_scalar(e, key, kt)) {
       push_seg(e, SEG_KEYOF, 0, NULL);
-      encode(e, key);
+      encode_value(e, key, kt);
       e->depth--;
     }
-    if (!encode_scalar(e, key + 1, lua_type(L, key + 1))) {
+    int vt = lua_type(L, key + 1);
+    if (!encode_scalar(e, key + 1, vt)) {
       push_seg(e, SEG_KEY, key, NULL);
-      encode(e, key + 1);
+      encode_value(e, key + 1, vt);
       e->depth--;
     }
     lua_pop(L, 1);
     nhash++;
   }
-  memcpy(e->s->buf + hdr + sizeof(uint32_t), &nhash, sizeof nhash);
-  if (lua_getmetatable(L, idx)) {
-    int mt = lua_gettop(L);
-    e->s->buf[flagpos] |= F_META;
+  memcpy(e->s->buf + hdr + 6, &nhash, sizeof nhash);
+  e->hold = hold;
+
+  for (lua_Integer i = 1; i <= narr; i++) {
+    int type = lua_rawgeti(L, idx, i);
+    if (!encode_scalar(e, -1, type)) {
+      push_seg(e, SEG_INDEX, (int)i, NULL);
+      encode_value(e, lua_gettop(L), type);
+      e->depth--;
+    }
+    lua_pop(L, 1);
+    maybe_publish(e);
+  }
+  if (mt) {
     if (is_registered_meta(L, mt)) {
       size_t len;
       const char *name = lua_tolstring(L, -1, &len);
@@ -643,7 +760,7 @@ static void encode_table(enc *e, int idx) {
       lua_pop(L, 1);
     } else {
       push_seg(e, SEG_META, 0, NULL);
-      encode(e, mt);
+      encode_value(e, mt, LUA_TTABLE);
       e->depth--;
     }
     lua_pop(L, 1);
@@ -658,20 +775,18 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
 
 static void encode_function(enc *e, int idx) {
   lua_State *L = e->L;
-  const void *p = lua_topointer(L, idx);
-  if (put_ref(e, idx, p)) return;
   if (lua_iscfunction(L, idx)) {
     if (put_named(e, idx, 0) || put_named(e, idx, 1)) return;
     fail(e, "cannot copy %s", "a C function that is not in package.loaded");
   }
-  luaL_checkstack(L, 4, "copying a function");
+  if (put_ref(e, idx, lua_topointer(L, idx))) return;
+  room_for_level(e);
   lua_Debug ar;
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">u", &ar);
   put_byte(e, T_FUNC);
   size_t flagpos = e->s->len;
   put_byte(e, 0);
-  remember(e, p, flagpos);
   put_u32(e, ar.nups);
   size_t lenpos = e->s->len;
   put_u32(e, 0);
@@ -717,9 +832,9 @@ static void encode_object(enc *e, loom_object *o) {
     s->objs = n;
     s->objcap = ncap;
   }
-  s->objs[s->nobjs] = o;
+  s->objs[s->nobjs++] = o;
   put_byte(e, T_OBJ);
-  put_u32(e, (uint32_t)s->nobjs++);
+  put(e, &o, sizeof o);
 }
 
 /* Writes a value that needs no recursion and cannot fail; returns 0 for
@@ -761,10 +876,9 @@ static inline int encode_scalar(enc *e, int idx, int type) {
   }
 }
 
-static void encode(enc *e, int idx) {
+/* Writes a table, function or userdata (type is lua_type of idx). */
+static void encode_value(enc *e, int idx, int type) {
   lua_State *L = e->L;
-  int type = lua_type(L, idx);
-  if (encode_scalar(e, idx, type)) return;
   switch (type) {
     case LUA_TTABLE:
       encode_table(e, idx);
@@ -794,9 +908,16 @@ static void encode(enc *e, int idx) {
   }
 }
 
-/* Runs the encoder over n values; returns the finished message. */
+static void encode(enc *e, int idx) {
+  int type = lua_type(e->L, idx);
+  if (!encode_scalar(e, idx, type)) encode_value(e, idx, type);
+}
+
+/* Runs the encoder over n values; returns the finished message, or NULL
+** when the values went out as a stream (only with an offer). */
 static loom_msg *encode_values(lua_State *L, int first, int n,
-                               const char *what, int mode, loom_object *owner) {
+                               const char *what, int mode, loom_object *owner,
+                               const loom_stream_offer *offer) {
   first = lua_absindex(L, first);
   int top = lua_gettop(L);
   enc e;
@@ -806,6 +927,9 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
   e.mode = mode;
   e.owner = owner;
   e.s = acquire_scratch(L);
+  e.offer = offer;
+  e.pub = e.s->len;
+  e.chunk = FIRST_CHUNK;
   lua_pushnil(L); /* the slot of the name map */
   e.names = lua_gettop(L);
   for (int i = 0; i < n; i++) {
@@ -813,6 +937,17 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
     encode(&e, first + i);
   }
   scratch *s = e.s;
+  if (s->stream != NULL) {
+    loom_stream *st = s->stream;
+    if (s->len > e.pub &&
+        !loom__stream_append(st, s->buf + e.pub, s->len - e.pub,
+                             s->objs + e.pub_objs, s->nobjs - e.pub_objs))
+      enc_oom(&e); /* raises: the scratch's close aborts the stream */
+    s->stream = NULL;
+    loom__stream_finish(st);
+    lua_settop(L, top);
+    return NULL;
+  }
   size_t total = s->len + sizeof(void *) + (size_t)s->nobjs * sizeof(loom_object *);
   loom_msg *m = (loom_msg *)malloc(total);
   if (m == NULL) {
@@ -834,16 +969,16 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
 }
 
 loom_msg *loom__encode(lua_State *L, int first, int n, const char *what) {
-  return encode_values(L, first, n, what, PATH_NUMBERED, NULL);
+  return encode_values(L, first, n, what, PATH_NUMBERED, NULL, NULL);
 }
 
 loom_msg *loom__encode_owned(lua_State *L, int first, int n, const char *what,
                              loom_object *owner) {
-  return encode_values(L, first, n, what, PATH_NUMBERED, owner);
+  return encode_values(L, first, n, what, PATH_NUMBERED, owner, NULL);
 }
 
 loom_msg *loom__encode_call(lua_State *L, int first, int nargs) {
-  return encode_values(L, first, nargs + 1, "args", PATH_CALL, NULL);
+  return encode_values(L, first, nargs + 1, "args", PATH_CALL, NULL, NULL);
 }
 
 void loom__msg_free(loom_msg *m) {
@@ -864,7 +999,31 @@ typedef struct dec {
   int strs;       /* stack index of n -> kept short string */
   uint32_t next_id;
   uint32_t nstr;
+  int depth, room; /* tables being built; depth up to which the stack has room */
+  loom_stream *stream; /* reading chunk by chunk */
 } dec;
+
+static const char aborted_key = 'a'; /* raised when a stream's writer failed */
+
+/* The bytes of the current chunk are used up: move to the next one. */
+static void refill(dec *d) {
+  const unsigned char *p = NULL;
+  size_t n = 0;
+  int r = 0;
+  if (d->stream != NULL) {
+    do r = loom__stream_read(d->stream, &p, &n); while (r == 1 && n == 0);
+  }
+  if (r == 1) {
+    d->p = p;
+    d->end = p + n;
+    return;
+  }
+  if (r < 0) {
+    lua_pushlightuserdata(d->L, (void *)&aborted_key);
+    lua_error(d->L);
+  }
+  luaL_error(d->L, "corrupt loom message (truncated)");
+}
 
 static uint32_t get_u32(dec *d) {
   uint32_t v;
@@ -890,9 +1049,18 @@ static const char *get_str(dec *d, size_t *len) {
 static void decode(dec *d);
 
 static void keep_ref(dec *d, unsigned char flags, uint32_t id) {
-  if (flags & F_MARKED) {
+  /* a stream keeps all: a back reference may reach a published header,
+  ** which could not be marked any more */
+  if ((flags & F_MARKED) || d->stream != NULL) {
     lua_pushvalue(d->L, -1);
     lua_rawseti(d->L, d->refs, (lua_Integer)id + 1);
+  }
+}
+
+static inline void room_for_table(dec *d) {
+  if (d->depth >= d->room) {
+    luaL_checkstack(d->L, 4 * (LEVELS_AHEAD + 1), "copying nested values");
+    d->room = d->depth + LEVELS_AHEAD;
   }
 }
 
@@ -901,23 +1069,25 @@ static void decode_table(dec *d) {
   unsigned char flags = *d->p++;
   uint32_t id = d->next_id++;
   uint32_t narr = get_u32(d), nhash = get_u32(d);
-  luaL_checkstack(L, 4, "copying a table");
+  room_for_table(d);
+  d->depth++;
   lua_createtable(L, (int)narr, (int)nhash);
   keep_ref(d, flags, id);
   int t = lua_gettop(L);
-  for (uint32_t i = 1; i <= narr; i++) {
-    decode(d);
-    lua_rawseti(L, t, i);
-  }
   for (uint32_t i = 0; i < nhash; i++) {
     decode(d);
     decode(d);
     lua_rawset(L, t);
   }
+  for (uint32_t i = 1; i <= narr; i++) {
+    decode(d);
+    lua_rawseti(L, t, i);
+  }
   if (flags & F_META) {
     decode(d);
     lua_setmetatable(L, t);
   }
+  d->depth--;
 }
 
 typedef struct reader_state {
@@ -946,6 +1116,7 @@ static void decode_function(dec *d) {
   keep_ref(d, flags, id);
   int f = lua_gettop(L);
   for (uint32_t i = 1; i <= nups; i++) {
+    if (d->p == d->end) refill(d);
     if (*d->p++ == UP_JOIN) { /* share the upvalue of a copied function */
       uint32_t other = get_u32(d), n = get_u32(d);
       lua_rawgeti(L, d->refs, (lua_Integer)other + 1);
@@ -982,6 +1153,7 @@ static void push_named(dec *d) {
 
 static void decode(dec *d) {
   lua_State *L = d->L;
+  if (d->p == d->end) refill(d);
   unsigned char tag = *d->p++;
   switch (tag) {
     case T_NIL: lua_pushnil(L); break;
@@ -1057,7 +1229,10 @@ static void decode(dec *d) {
       break;
     }
     case T_OBJ: {
-      loom__push_object(L, msg_refs(d->m)[get_u32(d)]);
+      loom_object *o;
+      memcpy(&o, d->p, sizeof o);
+      d->p += sizeof o;
+      loom__push_object(L, o);
       break;
     }
     default: luaL_error(L, "corrupt loom message (tag %d)", tag);
@@ -1065,7 +1240,7 @@ static void decode(dec *d) {
 }
 
 int loom__decode(lua_State *L, const loom_msg *m) {
-  dec d = {L, m, m->data, m->data + m->len, 0, 0, 0, 0};
+  dec d = {L, m, m->data, m->data + m->len, 0, 0, 0, 0, 0, 0, NULL};
   luaL_checkstack(L, m->count + 3, "too many values to copy");
   if (m->has_refs) {
     lua_newtable(L);
@@ -1081,22 +1256,38 @@ int loom__decode(lua_State *L, const loom_msg *m) {
   return m->count;
 }
 
+/* Pushes the one value of a stream; raises &aborted_key if its writer
+** failed. */
+static void decode_stream(lua_State *L, loom_stream *st) {
+  dec d;
+  memset(&d, 0, sizeof d);
+  d.L = L;
+  d.stream = st;
+  luaL_checkstack(L, 4, "copying a value");
+  lua_newtable(L);
+  d.refs = lua_gettop(L);
+  lua_newtable(L);
+  d.strs = lua_gettop(L);
+  decode(&d);
+  lua_replace(L, d.refs);
+  lua_pop(L, 1);
+}
+
 /* ------------------------------------------------------------------ */
 /* single values for hot paths                                          */
 
-enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG,
-       V_OWNER /* the object that owns the slot: no reference held */ };
 
 void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what) {
   loom__value_set_owned(L, idx, v, what, NULL);
 }
 
-void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
-                           const char *what, loom_object *owner) {
+/* Scalars, strings and loom objects; returns 0 for anything else. */
+static int set_simple(lua_State *L, int idx, loom_value *v, const char *what,
+                      loom_object *owner) {
   switch (lua_type(L, idx)) {
-    case LUA_TNIL: v->u.x.tag = V_NIL; return;
+    case LUA_TNIL: v->u.x.tag = V_NIL; return 1;
     case LUA_TBOOLEAN: v->u.x.tag = lua_toboolean(L, idx) ? V_TRUE : V_FALSE;
-      return;
+      return 1;
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) {
         v->u.x.tag = V_INT;
@@ -1105,7 +1296,7 @@ void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
         v->u.x.tag = V_FLOAT;
         v->u.x.v.n = lua_tonumber(L, idx);
       }
-      return;
+      return 1;
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
@@ -1121,7 +1312,7 @@ void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
         v->u.x.v.p = p;
         v->u.x.len = len;
       }
-      return;
+      return 1;
     }
     case LUA_TUSERDATA: {
       loom_object *o = loom__to_any_object(L, idx);
@@ -1129,15 +1320,29 @@ void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
         if (o != owner) loom__retain(o);
         v->u.x.tag = o != owner ? V_OBJ : V_OWNER;
         v->u.x.v.p = o;
-        return;
+        return 1;
       }
-      break;
+      return 0;
     }
-    default: break;
+    default: return 0;
   }
-  loom_msg *m = encode_values(L, idx, 1, what, PATH_PLAIN, owner);
+}
+
+void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
+                           const char *what, loom_object *owner) {
+  if (set_simple(L, idx, v, what, owner)) return;
+  v->u.x.v.p = encode_values(L, idx, 1, what, PATH_PLAIN, owner, NULL);
+  v->u.x.tag = V_MSG;
+}
+
+int loom__value_set_streamed(lua_State *L, int idx, loom_value *v,
+                             const char *what, const loom_stream_offer *offer) {
+  if (set_simple(L, idx, v, what, NULL)) return 0;
+  loom_msg *m = encode_values(L, idx, 1, what, PATH_PLAIN, NULL, offer);
+  if (m == NULL) return 1;
   v->u.x.tag = V_MSG;
   v->u.x.v.p = m;
+  return 0;
 }
 
 void loom__value_push(lua_State *L, const loom_value *v) {
@@ -1153,28 +1358,42 @@ void loom__value_push(lua_State *L, const loom_value *v) {
     case V_OBJ: case V_OWNER:
       loom__push_object(L, (loom_object *)v->u.x.v.p);
       break;
-    default: loom__decode(L, (const loom_msg *)v->u.x.v.p); break;
+    case V_MSG: loom__decode(L, (const loom_msg *)v->u.x.v.p); break;
+    default: luaL_error(L, "a streamed value can only be taken"); break;
   }
 }
 
 static int take_body(lua_State *L) {
-  loom__decode(L, (const loom_msg *)lua_touserdata(L, 1));
+  loom_value *v = (loom_value *)lua_touserdata(L, 1);
+  if (v->u.x.tag == V_STREAM)
+    decode_stream(L, (loom_stream *)v->u.x.v.p);
+  else
+    loom__decode(L, (const loom_msg *)v->u.x.v.p);
   return 1;
 }
 
-void loom__value_take(lua_State *L, loom_value *v) {
-  if (v->u.s.tag != V_MSG) { /* cannot fail but for memory */
-    loom__value_push(L, v);
+int loom__value_is_stream(const loom_value *v, const loom_stream *s) {
+  return v->u.x.tag == V_STREAM && v->u.x.v.p == (const void *)s;
+}
+
+int loom__value_take(lua_State *L, loom_value *v) {
+  if (v->u.s.tag != V_MSG && v->u.s.tag != V_STREAM) {
+    loom__value_push(L, v); /* cannot fail but for memory */
     loom__value_free(v);
-    return;
+    return 1;
   }
   /* decoding may require a module that is missing: protect it, so the
   ** message is freed either way */
   lua_pushcfunction(L, take_body);
-  lua_pushlightuserdata(L, v->u.x.v.p);
+  lua_pushlightuserdata(L, v);
   int status = lua_pcall(L, 1, 1, 0);
   loom__value_free(v);
-  if (status != LUA_OK) lua_error(L);
+  if (status == LUA_OK) return 1;
+  if (lua_touserdata(L, -1) == (void *)&aborted_key) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return lua_error(L);
 }
 
 void loom__value_free(loom_value *v) {
@@ -1182,6 +1401,7 @@ void loom__value_free(loom_value *v) {
     case V_HSTR: free(v->u.x.v.p); break;
     case V_OBJ: loom__release((loom_object *)v->u.x.v.p); break;
     case V_MSG: loom__msg_free((loom_msg *)v->u.x.v.p); break;
+    case V_STREAM: loom__stream_release((loom_stream *)v->u.x.v.p); break;
     default: break;
   }
   v->u.x.tag = V_NIL;

@@ -22,7 +22,8 @@ build = {
     ["loom.core"] = {
       sources = {
         "csrc/core.c", "csrc/error.c", "csrc/object.c", "csrc/queue.c",
-        "csrc/shared.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",
+        "csrc/shared.c",
+        "csrc/stream.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",
         "csrc/wait.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
