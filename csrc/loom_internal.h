@@ -276,6 +276,10 @@ int loom__paths_capture(lua_State *L, loom_paths *p); /* 0 on OOM */
 void loom__paths_free(loom_paths *p);
 lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen);
 
+/* A bare state with loom's allocator (heap.c), and its closing. */
+lua_State *loom__heap_newstate(void);
+void loom__heap_close(lua_State *L);
+
 
 /* Host configuration (core.c), read under a lock. */
 size_t loom__config_stack_size(void);

@@ -296,7 +296,7 @@ static int open_state_body(lua_State *L) {
 }
 
 lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = loom__heap_newstate();
   if (L == NULL) {
     snprintf(err, errlen, "not enough memory for a new Lua state");
     return NULL;
@@ -306,7 +306,7 @@ lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen) {
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     snprintf(err, errlen, "cannot prepare the thread state: %s",
              lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object)");
-    lua_close(L);
+    loom__heap_close(L);
     return NULL;
   }
   return L;
@@ -438,7 +438,7 @@ static void finish(loom_thread *t, lua_State *L, const char *fatal) {
       result = NULL;
     }
   }
-  if (L != NULL) lua_close(L);
+  if (L != NULL) loom__heap_close(L);
 
   /* off the running list first: once join() returns, active_count() and
   ** enumerate() no longer see it */

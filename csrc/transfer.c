@@ -288,7 +288,7 @@ typedef struct enc {
 } enc;
 
 #define FIRST_CHUNK 4096
-#define MAX_CHUNK 65536
+#define MAX_CHUNK (32768 - 64) /* below glibc's free-consolidation threshold */
 
 #define NAMED_POS ((size_t)-1) /* flagpos of a seeded table */
 

@@ -21,7 +21,7 @@ build = {
   modules = {
     ["loom.core"] = {
       sources = {
-        "csrc/core.c", "csrc/error.c", "csrc/object.c", "csrc/queue.c",
+        "csrc/core.c", "csrc/error.c", "csrc/heap.c", "csrc/object.c", "csrc/queue.c",
         "csrc/shared.c",
         "csrc/stream.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",
         "csrc/wait.c",
