@@ -45,6 +45,8 @@ typedef struct page {
 
 typedef struct heap {
   page *room[NCLASS];
+  page *spare; /* empty pages kept for reuse (linked by next) */
+  size_t nspare, npages;
   int warn_on, warn_cont; /* the warning function's state */
 } heap;
 
@@ -72,8 +74,14 @@ static void unlink_page(heap *h, page *p) {
 }
 
 static page *new_page(heap *h, unsigned cls) {
-  void *mem = NULL;
-  if (posix_memalign(&mem, PAGE_SIZE, PAGE_SIZE) != 0) return NULL;
+  void *mem = h->spare;
+  if (mem != NULL) {
+    h->spare = h->spare->next;
+    h->nspare--;
+  } else {
+    if (posix_memalign(&mem, PAGE_SIZE, PAGE_SIZE) != 0) return NULL;
+    h->npages++;
+  }
   page *p = (page *)mem;
   size_t bs = (size_t)(cls + 1) * GRAIN;
   p->free = NULL;
@@ -108,8 +116,17 @@ static void small_free(heap *h, void *b) {
   p->live--;
   if (!p->listed) link_page(h, p);
   if (p->live == 0 && (p->prev != NULL || p->next != NULL)) {
-    unlink_page(h, p); /* another page of the class has room: let go */
-    free(p);
+    /* another page of the class has room: this one goes spare, or back
+    ** to the system when many are spare already */
+    unlink_page(h, p);
+    if (h->nspare < 16 || h->nspare < h->npages / 4) {
+      p->next = h->spare;
+      h->spare = p;
+      h->nspare++;
+    } else {
+      free(p);
+      h->npages--;
+    }
   }
 }
 
@@ -153,6 +170,11 @@ static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 
 static void heap_free_all(heap *h) {
+  while (h->spare != NULL) {
+    page *n = h->spare->next;
+    free(h->spare);
+    h->spare = n;
+  }
   /* after lua_close every block is free, so every page is listed */
   for (unsigned c = 0; c < NCLASS; c++) {
     page *p = h->room[c];

@@ -330,22 +330,26 @@ static inline void put_u32(enc *e, uint32_t v) {
 ** decoder then fetches them instead of interning them again. */
 static void put_short_str(enc *e, const char *str, size_t len) {
   scratch *s = e->s;
+  if (s->len + 2 + len > s->cap) grow(e, 2 + len);
+  unsigned char *w = s->buf + s->len;
   size_t h = ((uintptr_t)str >> 4) & 255;
   if (s->strs[h].p == str && s->strs[h].gen == s->gen &&
       s->strs[h].tagpos >= e->pub) { /* its tag can still be patched */
     s->buf[s->strs[h].tagpos] = T_SSTRK;
     e->has_refs = 1;
-    put_byte(e, T_SREF);
-    put_u32(e, s->strs[h].n);
+    w[0] = T_SREF;
+    memcpy(w + 1, &s->strs[h].n, sizeof(uint32_t));
+    s->len += 1 + sizeof(uint32_t);
     return;
   }
   s->strs[h].p = str;
   s->strs[h].gen = s->gen;
   s->strs[h].n = e->nstr++;
   s->strs[h].tagpos = s->len;
-  unsigned char hdr[2] = {T_SSTR, (unsigned char)len};
-  put(e, hdr, 2);
-  put(e, str, len);
+  w[0] = T_SSTR;
+  w[1] = (unsigned char)len;
+  memcpy(w + 2, str, len);
+  s->len += 2 + len;
 }
 
 static void put_str(enc *e, const char *str, size_t len) {
@@ -714,13 +718,14 @@ static void encode_table(enc *e, int idx) {
   if (hold == 0) e->hold = hdr; /* nothing from here on is published */
   uint32_t nhash = 0;
   lua_pushnil(L);
+  int key = lua_gettop(L); /* lua_next keeps the pair at key, key + 1 */
   while (lua_next(L, idx)) {
-    int key = lua_gettop(L) - 1;
     int kt = lua_type(L, key);
-    if (narr > 0 && kt == LUA_TNUMBER && lua_isinteger(L, key)) {
-      lua_Integer k = lua_tointeger(L, key);
-      if (k >= 1 && k <= narr) {
-        lua_pop(L, 1);
+    if (narr > 0 && kt == LUA_TNUMBER) { /* the array part is done below */
+      int isint;
+      lua_Integer k = lua_tointegerx(L, key, &isint);
+      if (isint && k >= 1 && k <= narr) {
+        lua_settop(L, key);
         continue;
       }
     }
@@ -735,7 +740,7 @@ static void encode_table(enc *e, int idx) {
       encode_value(e, key + 1, vt);
       e->depth--;
     }
-    lua_pop(L, 1);
+    lua_settop(L, key);
     nhash++;
   }
   memcpy(e->s->buf + hdr + 6, &nhash, sizeof nhash);
@@ -847,22 +852,29 @@ static inline int encode_scalar(enc *e, int idx, int type) {
     case LUA_TBOOLEAN:
       put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
       return 1;
-    case LUA_TNUMBER:
+    case LUA_TNUMBER: {
+      scratch *s = e->s;
+      if (s->len + 9 > s->cap) grow(e, 9);
+      unsigned char *w = s->buf + s->len;
       if (lua_isinteger(L, idx)) {
         lua_Integer i = lua_tointeger(L, idx);
         if (i >= -128 && i <= 127) {
-          unsigned char b[2] = {T_INT8, (unsigned char)(signed char)i};
-          put(e, b, 2);
+          w[0] = T_INT8;
+          w[1] = (unsigned char)(signed char)i;
+          s->len += 2;
         } else {
-          put_byte(e, T_INT);
-          put(e, &i, sizeof i);
+          w[0] = T_INT;
+          memcpy(w + 1, &i, sizeof i);
+          s->len += 1 + sizeof i;
         }
       } else {
         lua_Number n = lua_tonumber(L, idx);
-        put_byte(e, T_FLOAT);
-        put(e, &n, sizeof n);
+        w[0] = T_FLOAT;
+        memcpy(w + 1, &n, sizeof n);
+        s->len += 1 + sizeof n;
       }
       return 1;
+    }
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
@@ -996,7 +1008,8 @@ typedef struct dec {
   const loom_msg *m;
   const unsigned char *p, *end;
   int refs;       /* stack index of id -> value, when m->has_refs */
-  int strs;       /* stack index of n -> kept short string */
+  int strs;       /* stack index of n -> kept short string (n >= KEPT) */
+  int kept;       /* stack index of the first KEPT kept strings */
   uint32_t next_id;
   uint32_t nstr;
   int depth, room; /* tables being built; depth up to which the stack has room */
@@ -1004,6 +1017,10 @@ typedef struct dec {
 } dec;
 
 static const char aborted_key = 'a'; /* raised when a stream's writer failed */
+
+/* The first kept short strings (record keys, mostly) sit in stack slots:
+** cheaper to fetch than from a table. */
+#define KEPT 32
 
 /* The bytes of the current chunk are used up: move to the next one. */
 static void refill(dec *d) {
@@ -1048,6 +1065,42 @@ static const char *get_str(dec *d, size_t *len) {
 
 static void decode(dec *d);
 
+/* The common scalars without a call or a refill check (table loops call
+** it first); returns 0 for anything else and at the end of a chunk. */
+static inline int decode_scalar(dec *d) {
+  lua_State *L = d->L;
+  const unsigned char *p = d->p;
+  if (p == d->end) return 0;
+  switch (*p) {
+    case T_INT8:
+      lua_pushinteger(L, (signed char)p[1]);
+      d->p = p + 2;
+      return 1;
+    case T_INT: {
+      lua_Integer i;
+      memcpy(&i, p + 1, sizeof i);
+      d->p = p + 1 + sizeof i;
+      lua_pushinteger(L, i);
+      return 1;
+    }
+    case T_SSTR:
+      lua_pushlstring(L, (const char *)p + 2, p[1]);
+      d->p = p + 2 + p[1];
+      d->nstr++;
+      return 1;
+    case T_SREF: {
+      uint32_t n;
+      memcpy(&n, p + 1, sizeof n);
+      d->p = p + 1 + sizeof n;
+      if (n < KEPT) lua_pushvalue(L, d->kept + (int)n);
+      else lua_rawgeti(L, d->strs, (lua_Integer)n + 1);
+      return 1;
+    }
+    default: return 0;
+  }
+}
+
+
 static void keep_ref(dec *d, unsigned char flags, uint32_t id) {
   /* a stream keeps all: a back reference may reach a published header,
   ** which could not be marked any more */
@@ -1075,12 +1128,12 @@ static void decode_table(dec *d) {
   keep_ref(d, flags, id);
   int t = lua_gettop(L);
   for (uint32_t i = 0; i < nhash; i++) {
-    decode(d);
-    decode(d);
+    if (!decode_scalar(d)) decode(d);
+    if (!decode_scalar(d)) decode(d);
     lua_rawset(L, t);
   }
   for (uint32_t i = 1; i <= narr; i++) {
-    decode(d);
+    if (!decode_scalar(d)) decode(d);
     lua_rawseti(L, t, i);
   }
   if (flags & F_META) {
@@ -1154,19 +1207,12 @@ static void push_named(dec *d) {
 static void decode(dec *d) {
   lua_State *L = d->L;
   if (d->p == d->end) refill(d);
+  if (decode_scalar(d)) return;
   unsigned char tag = *d->p++;
   switch (tag) {
     case T_NIL: lua_pushnil(L); break;
     case T_FALSE: lua_pushboolean(L, 0); break;
     case T_TRUE: lua_pushboolean(L, 1); break;
-    case T_INT8: lua_pushinteger(L, (signed char)*d->p++); break;
-    case T_INT: {
-      lua_Integer i;
-      memcpy(&i, d->p, sizeof i);
-      d->p += sizeof i;
-      lua_pushinteger(L, i);
-      break;
-    }
     case T_FLOAT: {
       lua_Number n;
       memcpy(&n, d->p, sizeof n);
@@ -1174,22 +1220,19 @@ static void decode(dec *d) {
       lua_pushnumber(L, n);
       break;
     }
-    case T_SSTR: {
-      size_t len = *d->p++;
-      lua_pushlstring(L, (const char *)d->p, len);
-      d->p += len;
-      d->nstr++;
-      break;
-    }
     case T_SSTRK: {
       size_t len = *d->p++;
       lua_pushlstring(L, (const char *)d->p, len);
       d->p += len;
-      lua_pushvalue(L, -1);
-      lua_rawseti(L, d->strs, (lua_Integer)d->nstr++ + 1);
+      if (d->nstr < KEPT) {
+        lua_copy(L, -1, d->kept + (int)d->nstr);
+      } else {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, d->strs, (lua_Integer)d->nstr + 1);
+      }
+      d->nstr++;
       break;
     }
-    case T_SREF: lua_rawgeti(L, d->strs, (lua_Integer)get_u32(d) + 1); break;
     case T_MSTR: case T_STR: {
       size_t len;
       d->p--;
@@ -1239,20 +1282,30 @@ static void decode(dec *d) {
   }
 }
 
+/* Reserves the decoder's stack slots: the refs table, the strs table and
+** KEPT string slots, from d->refs on. */
+static void open_slots(dec *d) {
+  lua_State *L = d->L;
+  lua_newtable(L);
+  d->refs = lua_gettop(L);
+  lua_newtable(L);
+  d->strs = d->refs + 1;
+  d->kept = d->refs + 2;
+  lua_settop(L, d->kept + KEPT - 1);
+}
+
+/* Drops the slots under the n decoded values on top. */
+static void close_slots(dec *d, int n) {
+  lua_rotate(d->L, d->refs, n);
+  lua_settop(d->L, d->refs + n - 1);
+}
+
 int loom__decode(lua_State *L, const loom_msg *m) {
-  dec d = {L, m, m->data, m->data + m->len, 0, 0, 0, 0, 0, 0, NULL};
-  luaL_checkstack(L, m->count + 3, "too many values to copy");
-  if (m->has_refs) {
-    lua_newtable(L);
-    d.refs = lua_gettop(L);
-    lua_newtable(L);
-    d.strs = lua_gettop(L);
-  }
+  dec d = {L, m, m->data, m->data + m->len, 0, 0, 0, 0, 0, 0, 0, NULL};
+  luaL_checkstack(L, m->count + KEPT + 3, "too many values to copy");
+  if (m->has_refs) open_slots(&d);
   for (int i = 0; i < m->count; i++) decode(&d);
-  if (d.refs) {
-    lua_remove(L, d.refs);
-    lua_remove(L, d.refs);
-  }
+  if (d.refs) close_slots(&d, m->count);
   return m->count;
 }
 
@@ -1263,14 +1316,10 @@ static void decode_stream(lua_State *L, loom_stream *st) {
   memset(&d, 0, sizeof d);
   d.L = L;
   d.stream = st;
-  luaL_checkstack(L, 4, "copying a value");
-  lua_newtable(L);
-  d.refs = lua_gettop(L);
-  lua_newtable(L);
-  d.strs = lua_gettop(L);
+  luaL_checkstack(L, KEPT + 4, "copying a value");
+  open_slots(&d);
   decode(&d);
-  lua_replace(L, d.refs);
-  lua_pop(L, 1);
+  close_slots(&d, 1);
 }
 
 /* ------------------------------------------------------------------ */
