@@ -783,6 +783,10 @@ static int q_get_many(lua_State *L) {
       if (taken) lua_rawseti(L, 4, ++got);
       else stream_vanished(q);
     }
+    if (got == 0) { /* the first item vanished: wait for another */
+      first = 1;
+      continue;
+    }
     if (!more || got >= want) break;
   }
   lua_pushinteger(L, got);

@@ -665,7 +665,10 @@ static void publish(enc *e) {
   loom_stream *st = s->stream;
   if (st == NULL) {
     st = loom__stream_new(e->offer->owner, e->offer->withdraw);
-    if (st == NULL) enc_oom(e);
+    if (st == NULL) {
+      enc_oom(e); /* raises */
+      return;
+    }
     if (!loom__stream_append(st, s->buf + e->pub, s->len - e->pub, s->objs,
                              s->nobjs)) {
       loom__stream_release(st);
@@ -1384,13 +1387,34 @@ void loom__value_set_owned(lua_State *L, int idx, loom_value *v,
   v->u.x.tag = V_MSG;
 }
 
+typedef struct streamed_call {
+  const char *what;
+  const loom_stream_offer *offer;
+  loom_msg *m;
+} streamed_call;
+
+static int streamed_body(lua_State *L) {
+  streamed_call *c = (streamed_call *)lua_touserdata(L, 1);
+  c->m = encode_values(L, 2, 1, c->what, PATH_PLAIN, NULL, c->offer);
+  return 0;
+}
+
+/* Protected: an error must close the scratch (which withdraws a delivered
+** stream) before it leaves, also when it unwinds a coroutine, which Lua
+** closes only at coroutine.close. */
 int loom__value_set_streamed(lua_State *L, int idx, loom_value *v,
                              const char *what, const loom_stream_offer *offer) {
   if (set_simple(L, idx, v, what, NULL)) return 0;
-  loom_msg *m = encode_values(L, idx, 1, what, PATH_PLAIN, NULL, offer);
-  if (m == NULL) return 1;
+  idx = lua_absindex(L, idx);
+  streamed_call c = {what, offer, NULL};
+  luaL_checkstack(L, 3, "copying a value");
+  lua_pushcfunction(L, streamed_body);
+  lua_pushlightuserdata(L, &c);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_error(L);
+  if (c.m == NULL) return 1;
   v->u.x.tag = V_MSG;
-  v->u.x.v.p = m;
+  v->u.x.v.p = c.m;
   return 0;
 }
 
