@@ -69,7 +69,7 @@ $(BUILD)/lua: spec/support/lua_runner.c
 
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g $(ASAN_FLAGS) -DLOOM_SYSTEM_ALLOC" LDFLAGS="$(ASAN_FLAGS)" \
+	$(MAKE) BUILD=build-asan OPT="-O1 -g $(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
 	  build-asan/loom/core.so build-asan/lua
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LOOM_SANITIZER=asan $(MAKE) --no-print-directory BUILD=build-asan san-run
