@@ -330,7 +330,7 @@ static inline void put_u32(enc *e, uint32_t v) {
 ** decoder then fetches them instead of interning them again. */
 static void put_short_str(enc *e, const char *str, size_t len) {
   scratch *s = e->s;
-  if (s->len + 2 + len > s->cap) grow(e, 2 + len);
+  if (s->len + 5 + len > s->cap) grow(e, 5 + len); /* T_SREF + u32 may exceed 2 + len */
   unsigned char *w = s->buf + s->len;
   size_t h = ((uintptr_t)str >> 4) & 255;
   if (s->strs[h].p == str && s->strs[h].gen == s->gen &&

@@ -18,8 +18,8 @@ local helpers = require "helpers"
 -- upvalues by name; spawn() checks that no function reached from a thread
 -- body (through upvalues) still has busted's _ENV.
 local G = _G
-local math, string, type, pairs, next, tostring, pcall, select =
-      math, string, type, pairs, next, tostring, pcall, select
+local math, string, type, pairs, tostring, pcall =
+      math, string, type, pairs, tostring, pcall
 local coroutine, collectgarbage, setmetatable, io, ipairs, error, print =
       coroutine, collectgarbage, setmetatable, io, ipairs, error, print
 
@@ -49,6 +49,7 @@ end
 -- Every wait below is bounded by this (seconds); the sanitizer builds are
 -- about ten times slower, so it is generous.
 local WAIT = 120
+local SETTLED = 5 -- for a join once every task is done: it returns at once
 local N = 20000 -- records per big item: about 700 KB encoded
 
 -- {x = i, y = "s" .. i} for i = 1..n, and a tag when given (to tell items
@@ -122,7 +123,7 @@ describe("streamed queue items", function()
       assert.is_true(ok, len)
       assert.are.equal(N, len)
       assert.are.equal(N * (N + 1) // 2, sum)
-      assert.is_true(q:join(WAIT))
+      assert.is_true(q:join(SETTLED))
       assert.are.equal(0, q:qsize())
     end)
 
@@ -192,7 +193,7 @@ describe("streamed queue items", function()
           assert.is_true(all[p * 100 + k], "item " .. p * 100 + k .. " lost")
         end
       end
-      assert.is_true(q:join(WAIT))
+      assert.is_true(q:join(SETTLED))
       assert.are.equal(0, q:qsize())
     end
 
@@ -222,6 +223,10 @@ describe("streamed queue items", function()
       t[19000] = late            -- first met late, met again later
       t[17000] = t               -- the root, from deep in the array
       t[19999] = { root = t, shared = shared, list = shared.list }
+      -- big arrays inside hash parts: nothing may be cut until such a
+      -- hash part is done (its count is written after it)
+      t.index = records(3000)
+      t[5000] = { name = "nested", list = records(3000), [0.5] = "hash" }
       local q, ready = loom.Queue(), loom.Event()
       local consumer = spawn(function(qq, rdy, n)
         rdy:set()
@@ -237,10 +242,13 @@ describe("streamed queue items", function()
           root = c[17000] == c and c[19999].root == c,
           list = c[19999].shared == c[1] and c[19999].list == c[1].list,
           distinct = c[4] ~= c[5],
+          index = bad_records(c.index, 1, 3000) or #c.index,
+          nested = c[5000].name == "nested" and c[5000][0.5] == "hash"
+                   and (bad_records(c[5000].list, 1, 3000) or #c[5000].list),
         }
         for i = 4, n do
-          if i ~= 15000 and i ~= 16000 and i ~= 17000 and i ~= 18000
-             and i ~= 19000 and i < 19999 and c[i].x ~= i then
+          if i ~= 5000 and i ~= 15000 and i ~= 16000 and i ~= 17000
+             and i ~= 18000 and i ~= 19000 and i < 19999 and c[i].x ~= i then
             r.bad = i
             break
           end
@@ -252,7 +260,7 @@ describe("streamed queue items", function()
       assert.are.same({
         len = N, shared_same = true, shared_ok = true, self = true,
         in_hash = true, back = true, late = true, root = true, list = true,
-        distinct = true,
+        distinct = true, index = 3000, nested = 3000,
       }, consumer:result(WAIT))
     end)
 
@@ -368,14 +376,21 @@ describe("streamed queue items", function()
     end)
   end)
 
-  -- Lua functions placed after the first chunks: bytecode, upvalues
-  -- (including a big table upvalue, so that a chunk ends between two
-  -- upvalues of one function), shared upvalues and recursion.
+  -- Lua functions placed after the first chunks: bytecode, upvalues,
+  -- shared upvalues and recursion. A chunk is cut after the first array
+  -- element that takes it past its size (at most ~32 KB), so a 40 KB string
+  -- at the end of a table makes a cut right after that table: here between
+  -- two upvalues of one function (also before an upvalue it shares with
+  -- another closure) and before a nested table's metatable.
   describe("functions", function()
+    local PAD = string.rep("p", 40000)
+
     it("work in the consumer, closures still share their upvalue", function()
       local function counter()
         local count = 0
-        local function inc() count = count + 1 return count end
+        local pad = records(100)
+        pad[#pad + 1] = PAD -- a chunk ends right after pad
+        local function inc() local _ = pad; count = count + 1 return count end
         local function peek() return count end
         return inc, peek
       end
@@ -385,6 +400,7 @@ describe("streamed queue items", function()
       local function times(a) return a * base end
       local function fact(k) if k <= 1 then return 1 end return k * fact(k - 1) end
       local bigup = records(3000)
+      bigup[#bigup + 1] = PAD -- a chunk ends right after bigup
       local after = "after the big upvalue"
       local function reach() return #bigup, bigup[3000].y, after end
       local function fmt(v) return string.format("<%d>", v) end
@@ -393,9 +409,12 @@ describe("streamed queue items", function()
         check_env_deep(f)
       end
       local t = records(N)
-      t[15000], t[15001] = inc, peek
+      -- peek first: inc's second upvalue (count) is then a join with
+      -- peek's, written right after the cut that follows inc's pad
+      t[15000], t[15001] = peek, inc
       t[16000] = { fn = times }
       t[17000] = fact
+      t[17500] = setmetatable({ PAD }, { __index = { kind = "meta" } })
       t[18000] = reach
       t[18500] = fmt
       t[19999] = inc -- the same function again
@@ -404,11 +423,12 @@ describe("streamed queue items", function()
         rdy:set()
         local c = qq:get(WAIT)
         local r = {}
-        r.inc1 = c[15000]()
-        r.peek1 = c[15001]()
+        r.inc1 = c[15001]()
+        r.peek1 = c[15000]()
         r.inc2 = c[19999]()
-        r.peek2 = c[15001]()
-        r.same = c[15000] == c[19999]
+        r.peek2 = c[15000]()
+        r.same = c[15001] == c[19999]
+        r.meta = c[17500].kind .. " " .. #c[17500][1]
         r.times = c[16000].fn(6)
         r.fact = c[17000](10)
         r.reach = { c[18000]() }
@@ -420,8 +440,8 @@ describe("streamed queue items", function()
       assert.is_true(q:put(t))
       assert.are.same({
         inc1 = 2, peek1 = 2, inc2 = 3, peek2 = 3, same = true, times = 42,
-        fact = 3628800, reach = { 3000, "s3000", after }, fmt = "<42>",
-        record = true,
+        fact = 3628800, reach = { 3001, "s3000", after }, fmt = "<42>",
+        record = true, meta = "meta 40000",
       }, consumer:result(WAIT))
       assert.are.equal(1, peek()) -- the sender's upvalue is untouched
     end)
@@ -538,7 +558,7 @@ describe("streamed queue items", function()
         assert.is_nil(bad_records(q:get(WAIT), 1, N, "next"))
         assert.are.equal("small", q:get(WAIT))
         q:task_done(2)
-        assert.is_true(q:join(WAIT))
+        assert.is_true(q:join(SETTLED))
         assert.has_error(function() q:task_done() end)
       end)
     end
@@ -567,7 +587,7 @@ describe("streamed queue items", function()
         assert.is_true(q:put(records(N, "next")))
         assert.is_true(q:put("end"))
         assert.are.same({ "good " .. N .. " next" }, consumer:result(WAIT), what)
-        assert.is_true(q:join(WAIT))
+        assert.is_true(q:join(SETTLED))
         assert.are.equal(0, q:qsize())
       end
     end)
@@ -584,34 +604,52 @@ describe("streamed queue items", function()
       assert.matches("item%[19000%]", errmsg(q.put, q, failing(19000)))
       q:put(12345)
       assert.are.same({ 12345, 0 }, { consumer:result(WAIT) })
-      assert.is_true(q:join(WAIT))
+      assert.is_true(q:join(SETTLED))
     end)
 
-    it("is withdrawn from between the items other threads put meanwhile", function()
-      -- another thread keeps putting while the big item streams, so it is
-      -- (usually) not the last item when it is withdrawn
-      local q, go = loom.Queue(), loom.Event()
-      local other = spawn(function(qq, g, count)
-        g:wait(WAIT)
-        for i = 1, count do qq:put(i) end
-        return true
-      end, q, go, 2000)
-      q:put("first")
-      local item = failing(19000)
-      go:set()
-      assert.matches("item%[19000%]", errmsg(q.put, q, item))
-      assert.is_true(other:result(WAIT))
-      assert.are.equal(2001, q:qsize())
-      assert.are.equal("first", q:get(WAIT))
-      for i = 1, 2000 do assert.are.equal(i, q:get(WAIT)) end
-      assert.is_true(q:empty())
-      q:task_done(2001)
-      assert.is_true(q:join(WAIT))
-    end)
+    -- Another thread puts small items once the big item is in the queue
+    -- (it polls qsize), so the item is withdrawn from between items; its
+    -- encode (200,000 records) outlasts those puts by far.
+    for _, kind in ipairs { "Queue", "LifoQueue", "SimpleQueue" } do
+      it("is withdrawn from between items other threads put meanwhile (" .. kind .. ")", function()
+        local q = loom[kind]()
+        local count = 200
+        local other = spawn(function(qq, k)
+          local deadline = loom.now() + 30
+          while qq:qsize() < 2 do -- "first" and the big item
+            if loom.now() > deadline then return false end
+          end
+          for i = 1, k do qq:put(i) end
+          return true
+        end, q, count)
+        q:put("first")
+        local item = records(200000)
+        item[199000] = coroutine.create(print)
+        assert.matches("item%[199000%]", errmsg(q.put, q, item))
+        assert.is_true(other:result(WAIT))
+        assert.are.equal(count + 1, q:qsize())
+        local got = {}
+        for i = 1, count + 1 do got[i] = q:get_nowait() end
+        local want = { "first" }
+        for i = 1, count do want[#want + 1] = i end
+        if kind == "LifoQueue" then -- last in, first out
+          local rev = {}
+          for i = #want, 1, -1 do rev[#rev + 1] = want[i] end
+          want = rev
+        end
+        assert.are.same(want, got)
+        assert.is_true(q:empty())
+        if q.join then
+          q:task_done(count + 1)
+          assert.is_true(q:join(SETTLED))
+        end
+      end)
+    end
 
     it("leaves no item and no task when the error leaves a coroutine (no pcall)", function()
       -- put's error unwinds a coroutine instead of a pcall: Lua 5.4 does
-      -- not close to-be-closed slots then, until coroutine.close
+      -- not close to-be-closed slots then (only at coroutine.close), so the
+      -- encode must not count on its scratch's __close to withdraw the item
       local q = loom.Queue()
       local co = coroutine.create(function(qq, t) return qq:put(t) end)
       local ok, err = coroutine.resume(co, q, failing(19000))
@@ -752,7 +790,7 @@ describe("streamed queue items", function()
       local count, tags = consumer:result(WAIT)
       assert.are.equal(1, count)
       assert.are.same({ "good" }, tags)
-      assert.is_true(q:join(WAIT))
+      assert.is_true(q:join(SETTLED))
     end)
 
     it("select returns big items from any queue whole", function()
@@ -830,7 +868,7 @@ describe("streamed queue items", function()
         end
       end
       assert.are.equal(0, q:qsize())
-      assert.is_true(q:join(WAIT))
+      assert.is_true(q:join(SETTLED))
       assert.are.same({ nil, "closed" }, { q:get(1) })
     end
 
