@@ -562,12 +562,11 @@ static int do_put(lua_State *L, int block) {
   queue *q = check_self(L);
   struct timespec ts;
   int has = block && !lua_isnoneornil(L, 3) && loom__opt_deadline(L, 3, &ts);
-  if (lua_isnone(L, 2)) luaL_argerror(L, 2, "cannot put nil into a queue");
+  if (lua_isnoneornil(L, 2)) luaL_argerror(L, 2, "cannot put nil into a queue");
   pitem it;
   if (q->kind == K_PRIO) {
     encode_item(L, q, 2, &it);
   } else {
-    if (lua_isnil(L, 2)) luaL_argerror(L, 2, "cannot put nil into a queue");
     stream_put sp = {q, &it};
     loom_stream_offer offer = {start_stream, &sp, &q->obj, withdraw_stream};
     if (loom__value_set_streamed(L, 2, &it.v, "item", &offer)) {

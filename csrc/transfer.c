@@ -1267,14 +1267,7 @@ static void decode(dec *d) {
       }
       break;
     }
-    case T_OWNER: {
-      loom_object *o;
-      memcpy(&o, d->p, sizeof o);
-      d->p += sizeof o;
-      loom__push_object(L, o);
-      break;
-    }
-    case T_OBJ: {
+    case T_OWNER: case T_OBJ: { /* the pointer; only T_OBJ holds a reference */
       loom_object *o;
       memcpy(&o, d->p, sizeof o);
       d->p += sizeof o;
