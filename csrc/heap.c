@@ -18,10 +18,12 @@
 ** per allocation and per free, which matters to the decoder (transfer.c),
 ** where building tables is most of the cost.
 **
-** The page allocator is built only with -DLOOM_PAGE_HEAP: the default is
-** malloc for everything, because a ThreadSanitizer run of the whole suite
-** reported a write into a freed page (see docs/transfer.md, Speed), not
-** yet explained. The warning and panic functions are used either way.
+** The page allocator is built only with -DLOOM_PAGE_HEAP; the default is
+** malloc for everything. A ThreadSanitizer run with it on reported a write
+** into one of its freed pages; the cause was an overflow of the copier's
+** scratch buffer (fixed), but the whole suite has not yet run under TSan
+** with the page heap on. The warning and panic functions are used either
+** way.
 */
 #include <stdio.h>
 #include <stdlib.h>
