@@ -68,8 +68,10 @@ $(BUILD)/lua: spec/support/lua_runner.c
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDFLAGS) $(LUA_LIBS)
 
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+# ASan checks more when each Lua object of a thread state is a malloc block.
+ASAN_HEAP ?= -DLOOM_SYSTEM_HEAP
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g $(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" \
+	$(MAKE) BUILD=build-asan OPT="-O1 -g $(ASAN_FLAGS) $(ASAN_HEAP)" LDFLAGS="$(ASAN_FLAGS)" \
 	  build-asan/loom/core.so build-asan/lua
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LOOM_SANITIZER=asan $(MAKE) --no-print-directory BUILD=build-asan san-run

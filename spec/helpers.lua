@@ -45,16 +45,34 @@ end
 -- In busted, a spec file's _ENV is busted's own environment, not _G, so
 -- a thread body that reads a global would copy all of busted into the
 -- thread. Specs bind the names they need as locals; check_env(fn) fails
--- loudly when a thread body still reaches a global.
-function helpers.check_env(fn)
+-- loudly when fn, or a function it reaches through upvalues, still reads
+-- a global.
+local G = _G
+function helpers.check_env(fn, seen)
+  seen = seen or {}
+  if seen[fn] then return fn end
+  seen[fn] = true
   for i = 1, math.huge do
     local name, value = debug.getupvalue(fn, i)
     if name == nil then break end
-    if name == "_ENV" and value ~= _G then
-      error("spec bug: a thread body reads a global through busted's _ENV", 2)
+    if name == "_ENV" and value ~= G then
+      error("spec bug: a function sent to a thread reads a global", 2)
     end
+    if type(value) == "function" then helpers.check_env(value, seen) end
   end
   return fn
+end
+
+-- The other way round, for bodies that read globals: rebinds fn's own
+-- _ENV to the real globals, which cross by name (then checks as above).
+local function G_env() return G end
+function helpers.globals(fn)
+  for i = 1, math.huge do
+    local name = debug.getupvalue(fn, i)
+    if name == nil then break end
+    if name == "_ENV" then debug.upvaluejoin(fn, i, G_env, 1) end
+  end
+  return helpers.check_env(fn)
 end
 
 -- Threads started through helpers.spawn are joined by helpers.join_all,

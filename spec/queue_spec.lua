@@ -6,18 +6,10 @@ local helpers = require "helpers"
 
 -- Functions defined here see busted's environment as _ENV, not the
 -- global table. Thread bodies (and functions passed to them) get their
--- _ENV rebound to the real globals, which cross by name; they capture no
--- module tables or C functions, and require loom themselves.
-local G = _G
-local function G_env() return G end
-local function rebind(fn)
-  for i = 1, math.huge do
-    local name = debug.getupvalue(fn, i)
-    if name == nil then break end
-    if name == "_ENV" then debug.upvaluejoin(fn, i, G_env, 1) end
-  end
-  return fn
-end
+-- _ENV rebound to the real globals (helpers.globals), which cross by name;
+-- they capture no module tables or C functions, and require loom
+-- themselves.
+local rebind = helpers.globals
 
 local function spawn(fn, ...)
   local args = table.pack(...)

@@ -17,26 +17,12 @@ local helpers = require "helpers"
 -- into the thread. The names they use are bound here, so they cross as
 -- upvalues by name; spawn() checks that no function reached from a thread
 -- body (through upvalues) still has busted's _ENV.
-local G = _G
 local math, string, type, pairs, tostring, pcall =
       math, string, type, pairs, tostring, pcall
 local coroutine, collectgarbage, setmetatable, io, ipairs, error, print =
       coroutine, collectgarbage, setmetatable, io, ipairs, error, print
 
-local function check_env_deep(fn, seen)
-  seen = seen or {}
-  if seen[fn] then return fn end
-  seen[fn] = true
-  for i = 1, math.huge do
-    local name, value = debug.getupvalue(fn, i)
-    if name == nil then break end
-    if name == "_ENV" and value ~= G then
-      error("spec bug: a function sent to a thread reads a global", 2)
-    end
-    if type(value) == "function" then check_env_deep(value, seen) end
-  end
-  return fn
-end
+local check_env_deep = helpers.check_env
 
 local function spawn(fn, ...)
   local args = table.pack(...)
