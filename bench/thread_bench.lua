@@ -4,7 +4,8 @@
 --   copying a table of 10,000 records {x=i, y="s"..i}: within one state
 --   (encode+decode) vs pickle.dumps+loads, and to another thread where it
 --   is rebuilt (through a queue, to a long-lived thread that replies) vs
---   through a multiprocessing Pipe to a process that unpickles it.
+--   through a multiprocessing Pipe to a process that unpickles it;
+--   the resident memory a thread costs while it waits (threading.Event).
 local loom = require "loom"
 local util = require "util"
 
@@ -52,6 +53,31 @@ local copy_thread = util.best(20, trip)
 inbox:close()
 receiver:join()
 
+-- resident memory per waiting thread: RSS growth with IDLE_N threads
+-- blocked on one event (Linux /proc; nil elsewhere)
+local IDLE_N = 200
+local function rss_kb()
+  local f = io.open("/proc/self/status")
+  if not f then return nil end
+  local kb = f:read("a"):match("VmRSS:%s*(%d+)")
+  f:close()
+  return tonumber(kb)
+end
+local idle_kb
+do
+  collectgarbage()
+  local before, ev, ts = rss_kb(), loom.Event(), {}
+  local started = loom.Semaphore(0)
+  for i = 1, IDLE_N do
+    ts[i] = loom.thread(function(e, s) s:release(); e:wait() end, ev, started)
+  end
+  for _ = 1, IDLE_N do started:acquire() end
+  local after = rss_kb()
+  ev:set()
+  for _, t in ipairs(ts) do t:join() end
+  if before and after then idle_kb = (after - before) / IDLE_N end
+end
+
 local py = util.python("bench/thread_bench.py", SPAWN_N .. " " .. PRIMES_N)
 
 util.report("Threads and copying", {
@@ -62,6 +88,8 @@ util.report("Threads and copying", {
     python = py.copy_inproc },
   { name = "send 10k records to a thread / process", unit = "s", loom = copy_thread,
     python = py.copy_process },
+  idle_kb and { name = "resident memory per waiting thread", unit = "KB",
+    loom = idle_kb, python = py.idle_kb } or nil,
 })
 print("")
 print("(copy: loom.copy = encode+decode in one state vs pickle.dumps+loads; " ..

@@ -89,6 +89,32 @@ def copy_process():
     return t
 
 
+def rss_kb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+
+def idle_kb(n=200):
+    ev, started = threading.Event(), threading.Semaphore(0)
+
+    def wait():
+        started.release()
+        ev.wait()
+    before = rss_kb()
+    ts = [threading.Thread(target=wait) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for _ in range(n):
+        started.acquire()
+    after = rss_kb()
+    ev.set()
+    for t in ts:
+        t.join()
+    return (after - before) / n
+
+
 if __name__ == "__main__":
     spawn_n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     primes_n = int(sys.argv[2]) if len(sys.argv) > 2 else 100000
@@ -96,3 +122,4 @@ if __name__ == "__main__":
     print("cpu_speedup", cpu_speedup(primes_n))
     print("copy_inproc", copy_inproc())
     print("copy_process", copy_process())
+    print("idle_kb", idle_kb())

@@ -6,23 +6,31 @@
 ** lua_close. A lua_State is only ever used by one thread at a time, so a
 ** heap takes no lock; nothing else may call its allocator.
 **
-** Small blocks (up to MAX_SMALL bytes, 16-byte size classes), which are
-** most of what Lua allocates (strings, tables, nodes, closures), come from
-** PAGE_SIZE pages, each holding blocks of one class. Each page keeps its
-** own free list and count of blocks in use; a class lists the pages that
-** have room. A page whose last block is freed goes back to the system
-** unless it is the only page with room in its class. Larger blocks go to
-** malloc. Which side owns a block follows from its size alone (Lua always
-** gives the current size of a block), so a block that is reallocated
-** across MAX_SMALL moves. Compared with glibc this is a few instructions
-** per allocation and per free, which matters to the decoder (transfer.c),
-** where building tables is most of the cost.
+** A state starts on malloc. Once it has been given WARMUP bytes of small
+** blocks (up to MAX_SMALL bytes), which are most of what Lua allocates
+** (strings, tables, nodes, closures), its new small blocks come from
+** PAGE_SIZE pages instead, each page holding blocks of one 16-byte size
+** class: a few instructions per allocation and per free where glibc takes
+** many, which matters to the decoder (transfer.c), where building tables
+** is most of the cost. The warm-up keeps the states that do little (an
+** idle thread's is ~14 KB) from holding a partly used page per class.
+**
+** Each page keeps its own free list and count of blocks in use; a class
+** lists the pages that have room. A page whose last block is freed is
+** kept spare (up to max(16, pages/4)) or goes back to the system, unless
+** it is the only page with room in its class. Larger blocks always go to
+** malloc. A block's owner follows from its size (Lua always gives the
+** current size) and, for a small one, from whether the page its address
+** falls in is one of this heap's: the heap keeps the addresses of its
+** pages in a hash set. A block that is reallocated across MAX_SMALL, or
+** that the warm-up gave to malloc, moves when its size class changes.
 **
 ** Building with -DLOOM_SYSTEM_HEAP gives every block to malloc instead;
 ** `make asan` does so, so that AddressSanitizer sees each Lua object as
 ** a block of its own. The warning and panic functions are used either
 ** way.
 */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +41,7 @@
 #define GRAIN 16
 #define MAX_SMALL 256
 #define NCLASS (MAX_SMALL / GRAIN)
+#define WARMUP (256 * 1024)
 
 typedef struct page {
   struct page *prev, *next; /* in its class's list of pages with room */
@@ -49,6 +58,9 @@ typedef struct heap {
   page *room[NCLASS];
   page *spare; /* empty pages kept for reuse (linked by next) */
   size_t nspare, npages;
+  uintptr_t *pages; /* set of page addresses, open addressing, 0 = empty */
+  size_t pages_cap; /* a power of two, at least twice npages; or 0 */
+  size_t warmup;    /* small bytes malloc gave so far, up to WARMUP */
   int warn_on, warn_cont; /* the warning function's state */
 } heap;
 
@@ -57,8 +69,60 @@ static inline unsigned size_class(size_t n) {
   return (unsigned)((n + GRAIN - 1) / GRAIN) - 1;
 }
 
-static inline page *page_of(void *p) {
-  return (page *)((uintptr_t)p & ~(uintptr_t)(PAGE_SIZE - 1));
+static inline uintptr_t page_of(const void *p) {
+  return (uintptr_t)p & ~(uintptr_t)(PAGE_SIZE - 1);
+}
+
+/* The page set: linear probing, Fibonacci hashing of the page number. */
+static inline size_t home_slot(uintptr_t a, size_t mask) {
+  return (size_t)(((uint64_t)(a / PAGE_SIZE) * 0x9E3779B97F4A7C15u) >> 32) &
+         mask;
+}
+
+static inline int owns(const heap *h, const void *b) {
+  uintptr_t a = page_of(b);
+  size_t mask = h->pages_cap - 1;
+  for (size_t i = home_slot(a, mask);; i = (i + 1) & mask) {
+    if (h->pages[i] == a) return 1;
+    if (h->pages[i] == 0) return 0;
+  }
+}
+
+static void set_put(uintptr_t *set, size_t mask, uintptr_t a) {
+  size_t i = home_slot(a, mask);
+  while (set[i] != 0) i = (i + 1) & mask;
+  set[i] = a;
+}
+
+static int set_add(heap *h, uintptr_t a) {
+  if ((h->npages + 1) * 2 > h->pages_cap) {
+    size_t ncap = h->pages_cap ? h->pages_cap * 2 : 64;
+    uintptr_t *n = (uintptr_t *)calloc(ncap, sizeof *n);
+    if (n == NULL) return 0;
+    for (size_t i = 0; i < h->pages_cap; i++)
+      if (h->pages[i] != 0) set_put(n, ncap - 1, h->pages[i]);
+    free(h->pages);
+    h->pages = n;
+    h->pages_cap = ncap;
+  }
+  set_put(h->pages, h->pages_cap - 1, a);
+  return 1;
+}
+
+/* Removal with backward shift: later entries of the probe run move up
+** into the hole unless their home slot lies after it (cyclically). */
+static void set_remove(heap *h, uintptr_t a) {
+  size_t mask = h->pages_cap - 1;
+  size_t i = home_slot(a, mask);
+  while (h->pages[i] != a) i = (i + 1) & mask;
+  for (size_t j = (i + 1) & mask; h->pages[j] != 0; j = (j + 1) & mask) {
+    size_t k = home_slot(h->pages[j], mask);
+    if (((j - k) & mask) >= ((j - i) & mask)) {
+      h->pages[i] = h->pages[j];
+      i = j;
+    }
+  }
+  h->pages[i] = 0;
 }
 
 static void link_page(heap *h, page *p) {
@@ -83,6 +147,10 @@ static page *new_page(heap *h, unsigned cls) {
     h->nspare--;
   } else {
     if (posix_memalign(&mem, PAGE_SIZE, PAGE_SIZE) != 0) return NULL;
+    if (!set_add(h, (uintptr_t)mem)) {
+      free(mem);
+      return NULL;
+    }
     h->npages++;
   }
   page *p = (page *)mem;
@@ -113,7 +181,7 @@ static void *small_alloc(heap *h, unsigned cls) {
 }
 
 static void small_free(heap *h, void *b) {
-  page *p = page_of(b);
+  page *p = (page *)page_of(b);
   *(void **)b = p->free;
   p->free = b;
   p->live--;
@@ -127,52 +195,58 @@ static void small_free(heap *h, void *b) {
       h->spare = p;
       h->nspare++;
     } else {
+      set_remove(h, (uintptr_t)p);
       free(p);
       h->npages--;
     }
   }
 }
 
-#endif
-
 static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   heap *h = (heap *)ud;
-  if (ptr == NULL) osize = 0; /* osize is then the kind of object */
-#ifdef LOOM_SYSTEM_HEAP
-  (void)h;
+  /* (when ptr is NULL, osize is the kind of object, not a size) */
+  int in_page = ptr != NULL && osize <= MAX_SMALL && h->npages > 0 &&
+                owns(h, ptr);
+  if (nsize == 0) {
+    if (in_page) small_free(h, ptr);
+    else free(ptr);
+    return NULL;
+  }
+  void *n = NULL;
+  if (nsize <= MAX_SMALL) {
+    if (h->warmup >= WARMUP) {
+      unsigned cls = size_class(nsize);
+      if (in_page && size_class(osize) == cls) return ptr;
+      n = small_alloc(h, cls); /* NULL: no page to be had, malloc below */
+    } else {
+      h->warmup += nsize;
+    }
+  }
+  if (n == NULL) {
+    if (!in_page) return realloc(ptr, nsize);
+    if ((n = malloc(nsize)) == NULL) return NULL; /* Lua keeps the old block */
+  }
+  if (ptr != NULL) {
+    memcpy(n, ptr, osize < nsize ? osize : nsize);
+    if (in_page) small_free(h, ptr);
+    else free(ptr);
+  }
+  return n;
+}
+
+#else
+
+static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
   (void)osize;
   if (nsize == 0) {
     free(ptr);
     return NULL;
   }
   return realloc(ptr, nsize);
-#else
-  int was_small = osize > 0 && osize <= MAX_SMALL;
-  if (nsize == 0) {
-    if (was_small) small_free(h, ptr);
-    else free(ptr);
-    return NULL;
-  }
-  if (nsize > MAX_SMALL) {
-    if (!was_small) return realloc(ptr, nsize);
-    void *n = malloc(nsize);
-    if (n == NULL) return NULL;
-    memcpy(n, ptr, osize);
-    small_free(h, ptr);
-    return n;
-  }
-  unsigned cls = size_class(nsize);
-  if (was_small && size_class(osize) == cls) return ptr;
-  void *n = small_alloc(h, cls);
-  if (n == NULL) return NULL; /* Lua keeps the old block */
-  if (osize > 0) {
-    memcpy(n, ptr, osize < nsize ? osize : nsize);
-    if (was_small) small_free(h, ptr);
-    else free(ptr);
-  }
-  return n;
-#endif
 }
+
+#endif
 
 static void heap_free_all(heap *h) {
   while (h->spare != NULL) {
@@ -189,6 +263,7 @@ static void heap_free_all(heap *h) {
       p = n;
     }
   }
+  free(h->pages);
   free(h);
 }
 
