@@ -24,7 +24,9 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT8, T_INT, T_FLOAT, T_SSTR, T_STR,
-  T_TABLE,   /* flags u32:narr u32:nhash, nhash pairs, narr values, [mt] */
+  T_TABLE,   /* flags u32:narr, then with F_ARRAY_FIRST: narr values,
+             ** u32:nhash, nhash pairs; else u32:nhash, nhash pairs,
+             ** narr values; then [mt] */
   T_FUNC,    /* flags u32:nups u32:len bytecode, upvalues */
   T_REF,     /* u32 id: a table or function seen before */
   T_GLOBALS, /* the sender's global table: the receiver's */
@@ -36,7 +38,7 @@ enum {
   T_OWNER,   /* pointer: the object that owns the message (no reference) */
   T_SREF     /* u32 n: the n-th short string of the message again */
 };
-enum { F_MARKED = 1, F_META = 2 };
+enum { F_MARKED = 1, F_META = 2, F_ARRAY_FIRST = 4 };
 /* loom_value tags */
 enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG,
        V_STREAM, /* a loom_stream being written (queue items) */
@@ -700,31 +702,19 @@ static inline void maybe_publish(enc *e) {
     publish(e);
 }
 
-/* The hash part goes first: once its count is patched into the header,
-** the array part (often the bulk: a list of records) needs no patch and
-** can be published to a reader while it is being written (stream.c). */
-static void encode_table(enc *e, int idx) {
+/* Writes the pairs of the table at idx that are not array elements 1..narr,
+** then patches their count at hdr. Nothing from hdr on is published until
+** the count is in. The walk starts after the key on top of the stack
+** (nil: from the start). */
+static void encode_pairs(enc *e, int idx, lua_Integer narr, size_t hdr) {
   lua_State *L = e->L;
-  if (!e->seeded) seed_named(e);
-  if (put_ref(e, idx, lua_topointer(L, idx))) return;
-  room_for_level(e);
-  int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
-  lua_Integer narr = (lua_Integer)lua_rawlen(L, idx);
-  if (narr > UINT32_MAX) narr = 0;
-  size_t hdr = e->s->len;
-  unsigned char head[10] = {T_TABLE, mt ? F_META : 0};
-  uint32_t n32 = (uint32_t)narr;
-  memcpy(head + 2, &n32, sizeof n32);
-  put(e, head, sizeof head);
-
   size_t hold = e->hold;
-  if (hold == 0) e->hold = hdr; /* nothing from here on is published */
+  if (hold == 0) e->hold = hdr;
   uint32_t nhash = 0;
-  lua_pushnil(L);
   int key = lua_gettop(L); /* lua_next keeps the pair at key, key + 1 */
   while (lua_next(L, idx)) {
     int kt = lua_type(L, key);
-    if (narr > 0 && kt == LUA_TNUMBER) { /* the array part is done below */
+    if (narr > 0 && kt == LUA_TNUMBER) { /* an array element: done */
       int isint;
       lua_Integer k = lua_tointegerx(L, key, &isint);
       if (isint && k >= 1 && k <= narr) {
@@ -746,18 +736,65 @@ static void encode_table(enc *e, int idx) {
     lua_settop(L, key);
     nhash++;
   }
-  memcpy(e->s->buf + hdr + 6, &nhash, sizeof nhash);
+  memcpy(e->s->buf + hdr, &nhash, sizeof nhash);
   e->hold = hold;
+}
 
-  for (lua_Integer i = 1; i <= narr; i++) {
-    int type = lua_rawgeti(L, idx, i);
-    if (!encode_scalar(e, -1, type)) {
-      push_seg(e, SEG_INDEX, (int)i, NULL);
-      encode_value(e, lua_gettop(L), type);
-      e->depth--;
+/* Writes t[i], the value at the top of the stack, as array element i. */
+static inline void encode_element(enc *e, lua_Integer i, int type) {
+  if (!encode_scalar(e, -1, type)) {
+    push_seg(e, SEG_INDEX, (int)i, NULL);
+    encode_value(e, lua_gettop(e->L), type);
+    e->depth--;
+  }
+  lua_pop(e->L, 1);
+  maybe_publish(e);
+}
+
+/* A table with an array part writes it first, then the count of its other
+** pairs and the pairs: the elements (often the bulk, a list of records)
+** need no patch, so they can be published to a reader while the rest is
+** written (stream.c). lua_next gives the array part first and in order,
+** so the elements are taken from that walk; when it strays (holes, or
+** elements that live in the hash part) the rest come from lua_rawgeti and
+** the pairs from a second walk. A table without an array part writes its
+** pair count, patched once they are written, then the pairs. */
+static void encode_table(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (!e->seeded) seed_named(e);
+  if (put_ref(e, idx, lua_topointer(L, idx))) return;
+  room_for_level(e);
+  int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
+  lua_Integer narr = (lua_Integer)lua_rawlen(L, idx);
+  if (narr > UINT32_MAX) narr = 0;
+  unsigned char head[10] = {T_TABLE, (unsigned char)((mt ? F_META : 0) |
+                                                     (narr ? F_ARRAY_FIRST : 0))};
+  uint32_t n32 = (uint32_t)narr;
+  memcpy(head + 2, &n32, sizeof n32);
+  if (narr == 0) {
+    size_t hdr = e->s->len + 6;
+    put(e, head, sizeof head);
+    lua_pushnil(L);
+    encode_pairs(e, idx, 0, hdr);
+  } else {
+    put(e, head, 6);
+    lua_Integer i = 1;
+    lua_pushnil(L);
+    int key = lua_gettop(L);
+    while (lua_next(L, idx)) {
+      if (!lua_isinteger(L, key) || lua_tointeger(L, key) != i) {
+        lua_settop(L, key - 1); /* strayed: the rest by index */
+        break;
+      }
+      encode_element(e, i, lua_type(L, key + 1));
+      if (i++ == narr) break; /* the pairs follow in this walk */
     }
-    lua_pop(L, 1);
-    maybe_publish(e);
+    int walking = i > narr; /* key narr is on the stack */
+    for (; i <= narr; i++) encode_element(e, i, lua_rawgeti(L, idx, i));
+    if (!walking) lua_pushnil(L);
+    size_t hdr = e->s->len;
+    put_u32(e, 0);
+    encode_pairs(e, idx, walking ? 0 : narr, hdr);
   }
   if (mt) {
     if (is_registered_meta(L, mt)) {
@@ -1124,20 +1161,25 @@ static void decode_table(dec *d) {
   lua_State *L = d->L;
   unsigned char flags = *d->p++;
   uint32_t id = d->next_id++;
-  uint32_t narr = get_u32(d), nhash = get_u32(d);
+  uint32_t narr = get_u32(d), nhash = 0;
+  if (!(flags & F_ARRAY_FIRST)) nhash = get_u32(d);
   room_for_table(d);
   d->depth++;
   lua_createtable(L, (int)narr, (int)nhash);
   keep_ref(d, flags, id);
   int t = lua_gettop(L);
+  if (flags & F_ARRAY_FIRST) {
+    for (uint32_t i = 1; i <= narr; i++) {
+      if (!decode_scalar(d)) decode(d);
+      lua_rawseti(L, t, i);
+    }
+    if (d->p == d->end) refill(d); /* a chunk may end after the elements */
+    nhash = get_u32(d);
+  }
   for (uint32_t i = 0; i < nhash; i++) {
     if (!decode_scalar(d)) decode(d);
     if (!decode_scalar(d)) decode(d);
     lua_rawset(L, t);
-  }
-  for (uint32_t i = 1; i <= narr; i++) {
-    if (!decode_scalar(d)) decode(d);
-    lua_rawseti(L, t, i);
   }
   if (flags & F_META) {
     decode(d);

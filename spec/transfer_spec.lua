@@ -170,6 +170,70 @@ describe("transfer", function()
       assert.are.same(sparse, run(identity, sparse))
     end)
 
+    it("keeps every layout of array elements: hash part, reversed, mixed, holes", function()
+      local reversed = {}
+      for i = 10, 1, -1 do reversed[i] = i * 10 end
+      local grown = {1, 2, 3}
+      for i = 4, 40 do grown[i] = i end
+      grown.name, grown[50], grown[0], grown["1"] = "grown", 50, 0, "string one"
+      local shrunk = {}
+      for i = 1, 64 do shrunk[i] = i end
+      for i = 33, 64 do shrunk[i] = nil end
+      shrunk.tail = true
+      local layouts = {
+        {[1] = "a", [2] = "b", [3] = "c"},     -- constructor: hash part
+        reversed,                              -- built from the end
+        grown,                                 -- array part, then hash keys
+        shrunk,                                -- emptied end of the array part
+        {1, nil, 3, nil, 5, x = "x"},          -- holes before the border
+        {[1] = 1, 2, 3, [4] = 4, k = {1, 2}},  -- both kinds of 1
+        setmetatable({1, 2, n = 2}, {__index = {3}}),
+      }
+      for i, t in ipairs(layouts) do
+        local copy = loom.copy(t)
+        assert.are.same(t, copy, "layout " .. i)
+        local back, count = run(function(x)
+          local n = 0
+          for _ in pairs(x) do n = n + 1 end
+          return x, n
+        end, t)
+        assert.are.same(t, back, "layout " .. i .. " via a thread")
+        local n = 0
+        for _ in pairs(t) do n = n + 1 end
+        assert.are.equal(n, count, "layout " .. i .. " pair count")
+        for k in pairs(back) do
+          if type(k) == "number" then assert.are.equal("integer", math.type(k)) end
+        end
+      end
+    end)
+
+    it("a big table with array elements and other keys crosses a queue whole", function()
+      -- big enough to be streamed: the elements are handed over in chunks,
+      -- the other keys after them
+      local t = {}
+      for i = 1, 30000 do t[i] = {i, tostring(i)} end
+      for i = 1, 200 do t["k" .. i] = i end
+      t[30002] = "past the border"
+      local inbox, outbox = loom.Queue(), loom.Queue()
+      local worker = helpers.spawn(check_env(function(qin, qout)
+        local x = qin:get(10)
+        local n, sum, ok = 0, 0, true
+        for k, v in pairs(x) do
+          n = n + 1
+          if math.type(k) == "integer" and k <= 30000 then
+            ok = ok and v[1] == k and v[2] == tostring(k)
+          elseif type(k) == "string" then
+            sum = sum + v
+          end
+        end
+        qout:put({n, sum, ok, x[30002], x[30001] == nil})
+      end), inbox, outbox)
+      inbox:put(t)
+      local r = outbox:get(30)
+      assert.are.same({30000 + 200 + 1, 20100, true, "past the border", true}, r)
+      assert.is_true(worker:join(10))
+    end)
+
     it("modifying the copy in the thread leaves the sender's table alone", function()
       local t = {n = 1, sub = {1}}
       local r = run(function(x) x.n = 2; x.sub[1] = 99; x.added = true; return x end, t)
