@@ -704,15 +704,16 @@ static inline void maybe_publish(enc *e) {
 
 /* Writes the pairs of the table at idx that are not array elements 1..narr,
 ** then patches their count at hdr. Nothing from hdr on is published until
-** the count is in. The walk starts after the key on top of the stack
-** (nil: from the start). */
-static void encode_pairs(enc *e, int idx, lua_Integer narr, size_t hdr) {
+** the count is in. The walk goes on from the key on top of the stack
+** (nil: from the start), or from the pair on top when have is set. */
+static void encode_pairs(enc *e, int idx, lua_Integer narr, size_t hdr,
+                         int have) {
   lua_State *L = e->L;
   size_t hold = e->hold;
   if (hold == 0) e->hold = hdr;
   uint32_t nhash = 0;
-  int key = lua_gettop(L); /* lua_next keeps the pair at key, key + 1 */
-  while (lua_next(L, idx)) {
+  int key = lua_gettop(L) - have; /* lua_next keeps the pair at key, key+1 */
+  for (; have || lua_next(L, idx); have = 0) {
     int kt = lua_type(L, key);
     if (narr > 0 && kt == LUA_TNUMBER) { /* an array element: done */
       int isint;
@@ -765,36 +766,40 @@ static void encode_table(enc *e, int idx) {
   if (put_ref(e, idx, lua_topointer(L, idx))) return;
   room_for_level(e);
   int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
-  lua_Integer narr = (lua_Integer)lua_rawlen(L, idx);
-  if (narr > UINT32_MAX) narr = 0;
+  lua_pushnil(L);
+  int key = lua_gettop(L);
+  int have = lua_next(L, idx); /* the first key decides the layout */
+  lua_Integer narr = 0;
+  if (have && lua_isinteger(L, key) && lua_tointeger(L, key) == 1) {
+    narr = (lua_Integer)lua_rawlen(L, idx);
+    if (narr > UINT32_MAX) narr = 0;
+  }
   unsigned char head[10] = {T_TABLE, (unsigned char)((mt ? F_META : 0) |
                                                      (narr ? F_ARRAY_FIRST : 0))};
   uint32_t n32 = (uint32_t)narr;
   memcpy(head + 2, &n32, sizeof n32);
   if (narr == 0) {
     size_t hdr = e->s->len + 6;
-    put(e, head, sizeof head);
-    lua_pushnil(L);
-    encode_pairs(e, idx, 0, hdr);
+    put(e, head, sizeof head); /* an empty table: nhash stays 0 */
+    if (have) encode_pairs(e, idx, 0, hdr, 1);
   } else {
     put(e, head, 6);
-    lua_Integer i = 1;
-    lua_pushnil(L);
-    int key = lua_gettop(L);
-    while (lua_next(L, idx)) {
+    lua_Integer i = 1; /* the pair (i, t[i]) is on the stack */
+    for (;;) {
+      encode_element(e, i, lua_type(L, key + 1));
+      if (i++ == narr) break; /* the pairs follow in this walk */
+      if (!lua_next(L, idx)) break;
       if (!lua_isinteger(L, key) || lua_tointeger(L, key) != i) {
         lua_settop(L, key - 1); /* strayed: the rest by index */
         break;
       }
-      encode_element(e, i, lua_type(L, key + 1));
-      if (i++ == narr) break; /* the pairs follow in this walk */
     }
     int walking = i > narr; /* key narr is on the stack */
     for (; i <= narr; i++) encode_element(e, i, lua_rawgeti(L, idx, i));
     if (!walking) lua_pushnil(L);
     size_t hdr = e->s->len;
     put_u32(e, 0);
-    encode_pairs(e, idx, walking ? 0 : narr, hdr);
+    encode_pairs(e, idx, walking ? 0 : narr, hdr, 0);
   }
   if (mt) {
     if (is_registered_meta(L, mt)) {

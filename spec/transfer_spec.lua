@@ -188,6 +188,8 @@ describe("transfer", function()
         {1, nil, 3, nil, 5, x = "x"},          -- holes before the border
         {[1] = 1, 2, 3, [4] = 4, k = {1, 2}},  -- both kinds of 1
         setmetatable({1, 2, n = 2}, {__index = {3}}),
+        {nil, 2, 3, x = 1},                    -- first key is not 1
+        setmetatable({}, {__index = {4}}),     -- empty, with a metatable
       }
       for i, t in ipairs(layouts) do
         local copy = loom.copy(t)
