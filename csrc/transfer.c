@@ -101,11 +101,14 @@ typedef struct scratch {
   path_seg path[MAX_DEPTH + 2];
 } scratch;
 
-/* Objects that Lua allocates one after another sit close together;
-** keeping their slots close too makes probing cache-friendly. */
+/* Objects that Lua allocates one after another sit close together:
+** objects within the same 1 KB keep neighbouring slots (cache-friendly
+** probing), and the 1 KB blocks are scattered over the map, since the
+** blocks of one page heap class (heap.c) would otherwise pile up in a few
+** regions of it. */
 static size_t hashp(const void *p) {
-  uintptr_t x = (uintptr_t)p >> 4;
-  return (size_t)(x ^ (x >> 20));
+  uint64_t x = (uint64_t)(uintptr_t)p >> 4;
+  return (size_t)((((x >> 6) * 0x9E3779B97F4A7C15u) >> 32) << 6 | (x & 63));
 }
 
 static slot *map_find(ptrmap *m, const void *key, uint32_t gen) {
