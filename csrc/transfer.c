@@ -24,9 +24,7 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT8, T_INT, T_FLOAT, T_SSTR, T_STR,
-  T_TABLE,   /* flags u32:narr, then with F_ARRAY_FIRST: narr values,
-             ** u32:nhash, nhash pairs; else u32:nhash, nhash pairs,
-             ** narr values; then [mt] */
+  T_TABLE,   /* flags u32:narr, narr values, u32:nhash, nhash pairs, [mt] */
   T_FUNC,    /* flags u32:nups u32:len bytecode, upvalues */
   T_REF,     /* u32 id: a table or function seen before */
   T_GLOBALS, /* the sender's global table: the receiver's */
@@ -38,7 +36,7 @@ enum {
   T_OWNER,   /* pointer: the object that owns the message (no reference) */
   T_SREF     /* u32 n: the n-th short string of the message again */
 };
-enum { F_MARKED = 1, F_META = 2, F_ARRAY_FIRST = 4 };
+enum { F_MARKED = 1, F_META = 2 };
 /* loom_value tags */
 enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG,
        V_STREAM, /* a loom_stream being written (queue items) */
@@ -755,14 +753,15 @@ static inline void encode_element(enc *e, lua_Integer i, int type) {
   maybe_publish(e);
 }
 
-/* A table with an array part writes it first, then the count of its other
-** pairs and the pairs: the elements (often the bulk, a list of records)
-** need no patch, so they can be published to a reader while the rest is
-** written (stream.c). lua_next gives the array part first and in order,
-** so the elements are taken from that walk; when it strays (holes, or
-** elements that live in the hash part) the rest come from lua_rawgeti and
-** the pairs from a second walk. A table without an array part writes its
-** pair count, patched once they are written, then the pairs. */
+/* A table is written as its array elements 1..narr, then the count of its
+** other pairs and the pairs. The elements (often the bulk, a list of
+** records) need no patch, so they can be published to a reader while the
+** rest is written (stream.c); the count is patched in once the pairs are
+** written. lua_next gives the array part first and in order, so the
+** elements come from the walk that then goes on to the pairs; when it
+** strays (holes, or elements that live in the hash part) the rest come
+** from lua_rawgeti and the pairs from a second walk. A table whose first
+** key is not 1 has narr 0, which saves the length of records. */
 static void encode_table(enc *e, int idx) {
   lua_State *L = e->L;
   if (!e->seeded) seed_named(e);
@@ -771,39 +770,38 @@ static void encode_table(enc *e, int idx) {
   int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
   lua_pushnil(L);
   int key = lua_gettop(L);
-  int have = lua_next(L, idx); /* the first key decides the layout */
+  int have = lua_next(L, idx); /* the first key decides narr */
   lua_Integer narr = 0;
   if (have && lua_isinteger(L, key) && lua_tointeger(L, key) == 1) {
     narr = (lua_Integer)lua_rawlen(L, idx);
     if (narr > UINT32_MAX) narr = 0;
   }
-  unsigned char head[10] = {T_TABLE, (unsigned char)((mt ? F_META : 0) |
-                                                     (narr ? F_ARRAY_FIRST : 0))};
+  unsigned char head[6] = {T_TABLE, mt ? F_META : 0};
   uint32_t n32 = (uint32_t)narr;
   memcpy(head + 2, &n32, sizeof n32);
-  if (narr == 0) {
-    size_t hdr = e->s->len + 6;
-    put(e, head, sizeof head); /* an empty table: nhash stays 0 */
-    if (have) encode_pairs(e, idx, 0, hdr, 1);
-  } else {
-    put(e, head, 6);
+  put(e, head, sizeof head);
+  lua_Integer skip = 0; /* elements the walk for the pairs must skip */
+  if (narr > 0) {
     lua_Integer i = 1; /* the pair (i, t[i]) is on the stack */
     for (;;) {
       encode_element(e, i, lua_type(L, key + 1));
       if (i++ == narr) break; /* the pairs follow in this walk */
       if (!lua_next(L, idx)) break;
       if (!lua_isinteger(L, key) || lua_tointeger(L, key) != i) {
-        lua_settop(L, key - 1); /* strayed: the rest by index */
+        lua_settop(L, key - 1); /* strayed */
         break;
       }
     }
-    int walking = i > narr; /* key narr is on the stack */
-    for (; i <= narr; i++) encode_element(e, i, lua_rawgeti(L, idx, i));
-    if (!walking) lua_pushnil(L);
-    size_t hdr = e->s->len;
-    put_u32(e, 0);
-    encode_pairs(e, idx, walking ? 0 : narr, hdr, 0);
+    if (i <= narr) { /* the rest by index, then the pairs from the start */
+      for (; i <= narr; i++) encode_element(e, i, lua_rawgeti(L, idx, i));
+      lua_pushnil(L);
+      skip = narr;
+    }
+    have = 0; /* the walk goes on from the key on top */
   }
+  size_t hdr = e->s->len;
+  put_u32(e, 0);
+  if (narr > 0 || have) encode_pairs(e, idx, skip, hdr, have);
   if (mt) {
     if (is_registered_meta(L, mt)) {
       size_t len;
@@ -1170,13 +1168,13 @@ static void decode_table(dec *d) {
   unsigned char flags = *d->p++;
   uint32_t id = d->next_id++;
   uint32_t narr = get_u32(d), nhash = 0;
-  if (!(flags & F_ARRAY_FIRST)) nhash = get_u32(d);
+  if (narr == 0) nhash = get_u32(d); /* right behind: presize the hash part */
   room_for_table(d);
   d->depth++;
   lua_createtable(L, (int)narr, (int)nhash);
   keep_ref(d, flags, id);
   int t = lua_gettop(L);
-  if (flags & F_ARRAY_FIRST) {
+  if (narr > 0) {
     for (uint32_t i = 1; i <= narr; i++) {
       if (!decode_scalar(d)) decode(d);
       lua_rawseti(L, t, i);
