@@ -16,6 +16,12 @@
 #include "lauxlib.h"
 #include "loom.h"
 
+/* Thread-locals live in the static TLS block made with each thread: a
+** dlopen'd module's thread-locals are otherwise allocated on first use,
+** and glibc aborts the process when that allocation fails. */
+#define LOOM_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+
+
 #pragma GCC visibility push(hidden)
 
 /*

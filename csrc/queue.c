@@ -1125,7 +1125,7 @@ static int sel_ready(selstate *st) {
   return 0;
 }
 
-static _Thread_local unsigned sel_rotation;
+static LOOM_TLS unsigned sel_rotation;
 
 static int l_select(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);

@@ -69,8 +69,8 @@ static loom_thread *main_thread; /* created once, never freed */
 static atomic_uint_fast64_t ident_counter = 1;
 static atomic_int name_counter;
 
-static _Thread_local loom_thread *tls_self;
-static _Thread_local uint64_t tls_ident;
+static LOOM_TLS loom_thread *tls_self;
+static LOOM_TLS uint64_t tls_ident;
 
 static const char state_key = 't'; /* registry flag: a loom thread state */
 
