@@ -21,6 +21,7 @@
 #include "loom_internal.h"
 
 #define MAX_DEPTH 1000
+#define RING 256 /* slots for kept short strings (put_short_str) */
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT8, T_INT, T_FLOAT, T_SSTR, T_STR,
@@ -34,7 +35,7 @@ enum {
   T_SSTRK,   /* a T_SSTR that is referenced again later: keep it */
   T_MSTR,    /* u8 len: a string not counted among the short strings */
   T_OWNER,   /* pointer: the object that owns the message (no reference) */
-  T_SREF     /* u32 n: the n-th short string of the message again */
+  T_SREF     /* u8 slot: a kept short string again (put_short_str) */
 };
 enum { F_MARKED = 1, F_META = 2 };
 /* loom_value tags */
@@ -49,6 +50,7 @@ struct loom_msg {
   int count;     /* values */
   int nobjs;     /* loom object references after the data */
   int has_refs;  /* some table/function is referenced twice */
+  int nkept;     /* ring slots the decoder needs for kept short strings */
   unsigned char data[];
 };
 
@@ -277,6 +279,7 @@ typedef struct enc {
   int names_loaded;
   int names_fresh;
   int has_refs;
+  int str_refs;   /* some short string is referenced again */
   int seeded;     /* package.loaded tables and _G are in the seen map */
   int room;       /* depth up to which the Lua stack has room */
   size_t hold;    /* a table header whose count is not written yet: 0 or
@@ -330,19 +333,24 @@ static inline void put_u32(enc *e, uint32_t v) {
 
 /* Short strings (interned by Lua, so equal pointers mean equal strings)
 ** that repeat, like the keys of many records, are written once; the
-** decoder then fetches them instead of interning them again. */
+** decoder then fetches them instead of interning them again. The decoder
+** keeps the n-th short string of a message, once it is known to repeat
+** (its tag patched to T_SSTRK), in ring slot n % RING; a reference names
+** that slot, so it may only be used while no later short string can have
+** taken the slot. A string met again after that is written anew. */
 static void put_short_str(enc *e, const char *str, size_t len) {
   scratch *s = e->s;
-  if (s->len + 5 + len > s->cap) grow(e, 5 + len); /* T_SREF + u32 may exceed 2 + len */
+  if (s->len + 2 + len > s->cap) grow(e, 2 + len);
   unsigned char *w = s->buf + s->len;
   size_t h = ((uintptr_t)str >> 4) & 255;
   if (s->strs[h].p == str && s->strs[h].gen == s->gen &&
+      e->nstr - s->strs[h].n <= RING &&
       s->strs[h].tagpos >= e->pub) { /* its tag can still be patched */
     s->buf[s->strs[h].tagpos] = T_SSTRK;
-    e->has_refs = 1;
+    e->str_refs = 1;
     w[0] = T_SREF;
-    memcpy(w + 1, &s->strs[h].n, sizeof(uint32_t));
-    s->len += 1 + sizeof(uint32_t);
+    w[1] = (unsigned char)(s->strs[h].n % RING);
+    s->len += 2;
     return;
   }
   s->strs[h].p = str;
@@ -1017,6 +1025,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
   m->count = n;
   m->nobjs = s->nobjs;
   m->has_refs = e.has_refs;
+  m->nkept = !e.str_refs ? 0 : e.nstr < RING ? (int)e.nstr : RING;
   loom_object **refs = msg_refs(m);
   for (int i = 0; i < s->nobjs; i++) {
     refs[i] = s->objs[i];
@@ -1054,8 +1063,7 @@ typedef struct dec {
   const loom_msg *m;
   const unsigned char *p, *end;
   int refs;       /* stack index of id -> value, when m->has_refs */
-  int strs;       /* stack index of n -> kept short string (n >= KEPT) */
-  int kept;       /* stack index of the first KEPT kept strings */
+  int kept;       /* stack index of the ring of kept short strings */
   uint32_t next_id;
   uint32_t nstr;
   int depth, room; /* tables being built; depth up to which the stack has room */
@@ -1063,10 +1071,6 @@ typedef struct dec {
 } dec;
 
 static const char aborted_key = 'a'; /* raised when a stream's writer failed */
-
-/* The first kept short strings (record keys, mostly) sit in stack slots:
-** cheaper to fetch than from a table. */
-#define KEPT 32
 
 /* The bytes of the current chunk are used up: move to the next one. */
 static void refill(dec *d) {
@@ -1134,14 +1138,10 @@ static inline int decode_scalar(dec *d) {
       d->p = p + 2 + p[1];
       d->nstr++;
       return 1;
-    case T_SREF: {
-      uint32_t n;
-      memcpy(&n, p + 1, sizeof n);
-      d->p = p + 1 + sizeof n;
-      if (n < KEPT) lua_pushvalue(L, d->kept + (int)n);
-      else lua_rawgeti(L, d->strs, (lua_Integer)n + 1);
+    case T_SREF:
+      lua_pushvalue(L, d->kept + p[1]);
+      d->p = p + 2;
       return 1;
-    }
     default: return 0;
   }
 }
@@ -1275,13 +1275,7 @@ static void decode(dec *d) {
       size_t len = *d->p++;
       lua_pushlstring(L, (const char *)d->p, len);
       d->p += len;
-      if (d->nstr < KEPT) {
-        lua_copy(L, -1, d->kept + (int)d->nstr);
-      } else {
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, d->strs, (lua_Integer)d->nstr + 1);
-      }
-      d->nstr++;
+      lua_copy(L, -1, d->kept + (int)(d->nstr++ % RING));
       break;
     }
     case T_MSTR: case T_STR: {
@@ -1326,16 +1320,14 @@ static void decode(dec *d) {
   }
 }
 
-/* Reserves the decoder's stack slots: the refs table, the strs table and
-** KEPT string slots, from d->refs on. */
-static void open_slots(dec *d) {
+/* Reserves the decoder's stack slots: the refs table and nkept ring
+** slots for kept short strings, from d->refs on. */
+static void open_slots(dec *d, int nkept) {
   lua_State *L = d->L;
   lua_newtable(L);
   d->refs = lua_gettop(L);
-  lua_newtable(L);
-  d->strs = d->refs + 1;
-  d->kept = d->refs + 2;
-  lua_settop(L, d->kept + KEPT - 1);
+  d->kept = d->refs + 1;
+  lua_settop(L, d->refs + nkept);
 }
 
 /* Drops the slots under the n decoded values on top. */
@@ -1345,9 +1337,9 @@ static void close_slots(dec *d, int n) {
 }
 
 int loom__decode(lua_State *L, const loom_msg *m) {
-  dec d = {L, m, m->data, m->data + m->len, 0, 0, 0, 0, 0, 0, 0, NULL};
-  luaL_checkstack(L, m->count + KEPT + 3, "too many values to copy");
-  if (m->has_refs) open_slots(&d);
+  dec d = {.L = L, .m = m, .p = m->data, .end = m->data + m->len};
+  luaL_checkstack(L, m->count + m->nkept + 3, "too many values to copy");
+  if (m->has_refs || m->nkept) open_slots(&d, m->nkept);
   for (int i = 0; i < m->count; i++) decode(&d);
   if (d.refs) close_slots(&d, m->count);
   return m->count;
@@ -1360,8 +1352,8 @@ static void decode_stream(lua_State *L, loom_stream *st) {
   memset(&d, 0, sizeof d);
   d.L = L;
   d.stream = st;
-  luaL_checkstack(L, KEPT + 4, "copying a value");
-  open_slots(&d);
+  luaL_checkstack(L, RING + 4, "copying a value");
+  open_slots(&d, RING);
   decode(&d);
   close_slots(&d, 1);
 }

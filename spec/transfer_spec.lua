@@ -331,6 +331,29 @@ describe("transfer", function()
       assert.are.same(recs, back)
     end)
 
+    it("short strings that repeat near and far apart (past the decoder's ring)", function()
+      -- "common" repeats every third string; "k<n>" comes back about 1500
+      -- strings later, when the ring slot it was kept in has been reused;
+      -- the record keys repeat in every record
+      local t = {}
+      for i = 1, 6000 do
+        local r = i % 3
+        t[i] = r == 0 and "common" or r == 1 and ("u" .. i) or ("k" .. (i % 1000))
+      end
+      local recs = {}
+      for i = 1, 3000 do recs[i] = {["f" .. (i % 300)] = i, name = "n" .. i, tag = "common"} end
+      local v = {t, recs}
+      assert.are.same(v, loom.copy(v))
+      assert.are.same(v, run(identity, v))
+      local q = loom.Queue() -- big enough to be streamed to a waiting reader
+      local reader = helpers.spawn(check_env(function(qin)
+        local x = qin:get(10)
+        return x[1][6000], x[1][5999], x[2][3000].f0, #x[1], #x[2]
+      end), q)
+      q:put(v)
+      assert.are.same({"common", "k999", 3000, 6000, 3000}, {reader:result(10)})
+    end)
+
     it("the sender's global table arrives as the receiver's", function()
       local is_g = run(function(g) return rawequal(g, package.loaded._G) end, G)
       assert.is_true(is_g)
