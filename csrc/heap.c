@@ -140,7 +140,7 @@ static void unlink_page(heap *h, page *p) {
   p->listed = 0;
 }
 
-static page *new_page(heap *h, unsigned cls) {
+__attribute__((noinline)) static page *new_page(heap *h, unsigned cls) {
   void *mem = h->spare;
   if (mem != NULL) {
     h->spare = h->spare->next;
@@ -180,58 +180,67 @@ static void *small_alloc(heap *h, unsigned cls) {
   return b;
 }
 
+/* p's last block was freed while another page of its class has room:
+** p goes spare, or back to the system when many are spare already. */
+__attribute__((noinline)) static void page_emptied(heap *h, page *p) {
+  unlink_page(h, p);
+  if (h->nspare < 16 || h->nspare < h->npages / 4) {
+    p->next = h->spare;
+    h->spare = p;
+    h->nspare++;
+  } else {
+    set_remove(h, (uintptr_t)p);
+    free(p);
+    h->npages--;
+  }
+}
+
 static void small_free(heap *h, void *b) {
   page *p = (page *)page_of(b);
   *(void **)b = p->free;
   p->free = b;
-  p->live--;
   if (!p->listed) link_page(h, p);
-  if (p->live == 0 && (p->prev != NULL || p->next != NULL)) {
-    /* another page of the class has room: this one goes spare, or back
-    ** to the system when many are spare already */
-    unlink_page(h, p);
-    if (h->nspare < 16 || h->nspare < h->npages / 4) {
-      p->next = h->spare;
-      h->spare = p;
-      h->nspare++;
-    } else {
-      set_remove(h, (uintptr_t)p);
-      free(p);
-      h->npages--;
-    }
-  }
+  if (--p->live == 0 && (p->prev != NULL || p->next != NULL))
+    page_emptied(h, p);
 }
 
-static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  heap *h = (heap *)ud;
-  /* (when ptr is NULL, osize is the kind of object, not a size) */
-  int in_page = ptr != NULL && osize <= MAX_SMALL && h->npages > 0 &&
-                owns(h, ptr);
-  if (nsize == 0) {
-    if (in_page) small_free(h, ptr);
-    else free(ptr);
-    return NULL;
-  }
+/* Everything but a new small block or the free of a small block. */
+__attribute__((noinline)) static void *heap_realloc(heap *h, void *ptr, size_t osize, size_t nsize) {
+  int in_page = osize <= MAX_SMALL && h->npages > 0 && owns(h, ptr);
   void *n = NULL;
-  if (nsize <= MAX_SMALL) {
-    if (h->warmup >= WARMUP) {
-      unsigned cls = size_class(nsize);
-      if (in_page && size_class(osize) == cls) return ptr;
-      n = small_alloc(h, cls); /* NULL: no page to be had, malloc below */
-    } else {
-      h->warmup += nsize;
-    }
+  if (nsize <= MAX_SMALL && h->warmup >= WARMUP) {
+    unsigned cls = size_class(nsize);
+    if (in_page && size_class(osize) == cls) return ptr;
+    n = small_alloc(h, cls); /* NULL: no page to be had, malloc below */
   }
   if (n == NULL) {
     if (!in_page) return realloc(ptr, nsize);
     if ((n = malloc(nsize)) == NULL) return NULL; /* Lua keeps the old block */
   }
-  if (ptr != NULL) {
-    memcpy(n, ptr, osize < nsize ? osize : nsize);
-    if (in_page) small_free(h, ptr);
-    else free(ptr);
-  }
+  memcpy(n, ptr, osize < nsize ? osize : nsize);
+  if (in_page) small_free(h, ptr);
+  else free(ptr);
   return n;
+}
+
+static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  heap *h = (heap *)ud;
+  if (ptr == NULL) { /* osize is the kind of object, not a size */
+    if (nsize == 0) return NULL; /* Lua resizes empty vectors to empty */
+    if (nsize > MAX_SMALL) return malloc(nsize);
+    if (h->warmup < WARMUP) {
+      h->warmup += nsize;
+      return malloc(nsize);
+    }
+    void *b = small_alloc(h, size_class(nsize));
+    return b != NULL ? b : malloc(nsize);
+  }
+  if (nsize == 0) {
+    if (osize <= MAX_SMALL && h->npages > 0 && owns(h, ptr)) small_free(h, ptr);
+    else free(ptr);
+    return NULL;
+  }
+  return heap_realloc(h, ptr, osize, nsize);
 }
 
 #else
