@@ -121,7 +121,7 @@ static slot *map_find(ptrmap *m, const void *key, uint32_t gen) {
   }
 }
 
-static int map_grow(ptrmap *m, uint32_t gen) {
+__attribute__((noinline)) static int map_grow(ptrmap *m, uint32_t gen) {
   size_t ncap = m->cap ? m->cap * 2 : 64;
   slot *ns = (slot *)calloc(ncap, sizeof *ns);
   if (ns == NULL) return 0;
@@ -140,7 +140,8 @@ static int map_grow(ptrmap *m, uint32_t gen) {
 
 /* Finds key, or claims a slot for it (key set, *added = 1) in the same
 ** probe. Returns NULL when out of memory. */
-static slot *map_claim(ptrmap *m, uint32_t gen, const void *key, int *added) {
+static inline slot *map_claim(ptrmap *m, uint32_t gen, const void *key,
+                               int *added) {
   if ((m->used + 1) * 2 > m->cap && !map_grow(m, gen)) return NULL;
   size_t mask = m->cap - 1;
   for (size_t i = hashp(key) & mask;; i = (i + 1) & mask) {
@@ -341,7 +342,7 @@ static inline void put_u32(enc *e, uint32_t v) {
 ** (its tag patched to T_SSTRK), in ring slot n % RING; a reference names
 ** that slot, so it may only be used while no later short string can have
 ** taken the slot. A string met again after that is written anew. */
-static void put_short_str(enc *e, const char *str, size_t len) {
+__attribute__((always_inline)) static inline void put_short_str(enc *e, const char *str, size_t len) {
   scratch *s = e->s;
   if (s->len + 2 + len > s->cap) grow(e, 2 + len);
   unsigned char *w = s->buf + s->len;
@@ -456,7 +457,7 @@ static void encode(enc *e, int idx);
 static void encode_value(enc *e, int idx, int type);
 static inline int encode_scalar(enc *e, int idx, int type);
 
-static void push_seg(enc *e, int kind, int idx, const char *name) {
+static inline void push_seg(enc *e, int kind, int idx, const char *name) {
   if (e->depth >= MAX_DEPTH) {
     lua_pushfstring(e->L, "%d", MAX_DEPTH);
     fail(e, "cannot copy a value nested more than %s levels deep",
@@ -610,11 +611,30 @@ static void seed_named(enc *e) {
   lua_pop(L, 1);
 }
 
-/* A table or function seen before becomes a back reference (_G and module
-** tables their names) and 1 is returned. Otherwise it is remembered, in the
-** same probe, with the next id and its header byte right after the tag
-** about to be written, and 0 is returned. */
-static int put_ref(enc *e, int idx, const void *p) {
+/* Writes the back reference to a table or function seen before (_G and
+** module tables: their names). */
+__attribute__((noinline)) static void put_backref(enc *e, int idx, slot *s) {
+  if (s->flagpos == NAMED_POS) {
+    lua_State *L = e->L;
+    lua_pushglobaltable(L);
+    int is_g = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (is_g) put_byte(e, T_GLOBALS);
+    else if (!put_named(e, idx, 0) && !put_named(e, idx, 1))
+      fail(e, "cannot copy %s", "a module table that is not in the name map");
+    return;
+  }
+  e->s->buf[s->flagpos] |= F_MARKED;
+  e->has_refs = 1;
+  put_byte(e, T_REF);
+  put_u32(e, s->id);
+}
+
+/* A table or function seen before becomes a back reference and 1 is
+** returned. Otherwise it is remembered, in the same probe, with the next
+** id and its header byte right after the tag about to be written, and 0
+** is returned. */
+static inline int put_ref(enc *e, int idx, const void *p) {
   int added;
   slot *s = map_claim(&e->s->seen, e->s->gen, p, &added);
   if (s == NULL) enc_oom(e);
@@ -624,20 +644,7 @@ static int put_ref(enc *e, int idx, const void *p) {
     s->flagpos = e->s->len + 1;
     return 0;
   }
-  if (s->flagpos == NAMED_POS) {
-    lua_State *L = e->L;
-    lua_pushglobaltable(L);
-    int is_g = lua_rawequal(L, -1, idx);
-    lua_pop(L, 1);
-    if (is_g) put_byte(e, T_GLOBALS);
-    else if (!put_named(e, idx, 0) && !put_named(e, idx, 1))
-      fail(e, "cannot copy %s", "a module table that is not in the name map");
-    return 1;
-  }
-  e->s->buf[s->flagpos] |= F_MARKED;
-  e->has_refs = 1;
-  put_byte(e, T_REF);
-  put_u32(e, s->id);
+  put_backref(e, idx, s);
   return 1;
 }
 
@@ -901,7 +908,7 @@ static void encode_object(enc *e, loom_object *o) {
 /* Writes a value that needs no recursion and cannot fail; returns 0 for
 ** anything else. Table loops call it first, so that the keys and values
 ** of plain records cost no recursive call and no path bookkeeping. */
-static inline int encode_scalar(enc *e, int idx, int type) {
+__attribute__((always_inline)) static inline int encode_scalar(enc *e, int idx, int type) {
   lua_State *L = e->L;
   switch (type) {
     case LUA_TNIL: put_byte(e, T_NIL); return 1;
