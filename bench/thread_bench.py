@@ -73,7 +73,9 @@ def copy_inproc():
     return best(20, lambda: pickle.loads(pickle.dumps(data, proto)))
 
 
-def copy_process():
+def send_trips(n):
+    """Times n trips of the records through a Pipe to a child process that
+    unpickles them and replies (after one trip to warm up)."""
     data = records()
     parent, kid = mp.Pipe()
     p = mp.Process(target=child, args=(kid,))
@@ -83,10 +85,14 @@ def copy_process():
         parent.send(data)
         parent.recv()
     trip()
-    t = best(20, trip)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        trip()
+        times.append(time.perf_counter() - t0)
     parent.send(None)
     p.join()
-    return t
+    return times
 
 
 def rss_kb():
@@ -116,10 +122,13 @@ def idle_kb(n=200):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "send":
+        for i, t in enumerate(send_trips(int(sys.argv[2])), 1):
+            print("trip%d" % i, t)
+        sys.exit(0)
     spawn_n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     primes_n = int(sys.argv[2]) if len(sys.argv) > 2 else 100000
     print("spawn_join", spawn_join(spawn_n))
     print("cpu_speedup", cpu_speedup(primes_n))
     print("copy_inproc", copy_inproc())
-    print("copy_process", copy_process())
     print("idle_kb", idle_kb())

@@ -18,6 +18,18 @@ function util.best(reps, fn)
   return best
 end
 
+-- The median and the least of a list of numbers.
+function util.median(xs)
+  local s = table.move(xs, 1, #xs, 1, {})
+  table.sort(s)
+  local n = #s
+  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+function util.min(xs)
+  return math.min(table.unpack(xs))
+end
+
 -- Runs a Python 3 script (a path under bench/) and returns the numbers it
 -- prints as "name value" lines, keyed by name.
 function util.python(script, args)

@@ -23,11 +23,13 @@
 ** case takes no lock. No Lua API is called here.
 */
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 
 #include "loom_internal.h"
 
 #define READER_SPIN_S 2e-3
+#define READER_PAUSE_S 30e-6
 
 typedef struct chunk {
   _Atomic(struct chunk *) next;
@@ -178,13 +180,19 @@ int loom__stream_read(loom_stream *s, const unsigned char **p, size_t *n) {
   }
   int r = reader_check(s, cur);
   if (r == 2) {
-    double end = loom__now() + READER_SPIN_S;
+    double start = loom__now(), now = start;
     do {
-      for (int i = 0; i < 64 && r == 2; i++) {
-        LOOM_CPU_RELAX();
+      if (now - start < READER_PAUSE_S) {
+        for (int i = 0; i < 64 && r == 2; i++) {
+          LOOM_CPU_RELAX();
+          r = reader_check(s, cur);
+        }
+      } else {
+        sched_yield();
         r = reader_check(s, cur);
       }
-    } while (r == 2 && loom__now() < end);
+      now = loom__now();
+    } while (r == 2 && now - start < READER_SPIN_S);
   }
   if (r == 2) {
     /* The wait is not cancellable: the writer is encoding, not blocked,
