@@ -33,11 +33,19 @@ local function count_primes(n)
   return c
 end
 
-local serial = util.best(2, function() count_primes(PRIMES_N); count_primes(PRIMES_N) end)
-local parallel = util.best(2, function()
-  local a, b = loom.thread(count_primes, PRIMES_N), loom.thread(count_primes, PRIMES_N)
-  a:result(); b:result()
-end)
+-- serial and parallel runs alternate, so that both meet the same spells
+-- of load from the machine's other tenants; best of CPU_RUNS each
+local CPU_RUNS = 4
+local serial, parallel = math.huge, math.huge
+for _ = 1, CPU_RUNS do
+  serial = math.min(serial, util.best(1, function()
+    count_primes(PRIMES_N); count_primes(PRIMES_N)
+  end))
+  parallel = math.min(parallel, util.best(1, function()
+    local a, b = loom.thread(count_primes, PRIMES_N), loom.thread(count_primes, PRIMES_N)
+    a:result(); b:result()
+  end))
+end
 
 local data = {}
 for i = 1, 10000 do data[i] = { x = i, y = "s" .. i } end
