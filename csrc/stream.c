@@ -17,6 +17,8 @@
 **
 ** Sync: `next` pointers and `state` are atomics (release on publish,
 ** acquire on read). A reader that finds nothing new spins briefly, then
+** polls with sched_yield (a writer on the same core, when the machine is
+** busy, gets to run instead of waiting out a spinning reader), then
 ** sleeps on cv under mu, after announcing itself in `sleeping`; the
 ** writer reads `sleeping` after its publishing store (both seq_cst), and
 ** only then takes mu to signal, so a wake-up is never lost and the common

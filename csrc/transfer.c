@@ -35,8 +35,14 @@ enum {
   T_SSTRK,   /* a T_SSTR that is referenced again later: keep it */
   T_MSTR,    /* u8 len: a string not counted among the short strings */
   T_OWNER,   /* pointer: the object that owns the message (no reference) */
-  T_SREF     /* u8 slot: a kept short string again (put_short_str) */
+  T_SREF,    /* u8 slot: a kept short string again (put_short_str) */
+  T_PATH     /* anchor, u8 steps, steps: a streamed table seen before */
 };
+/* T_PATH anchors: a table being built (its position among the open
+** tables, u32) or a kept one (its id, u32); steps: P_INT lua_Integer or
+** P_STR u32 length and the bytes, each a raw get from the previous table. */
+enum { A_OPEN, A_KEPT };
+enum { P_INT, P_STR };
 enum { F_MARKED = 1, F_META = 2 };
 /* loom_value tags */
 enum { V_NIL, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_ISTR, V_HSTR, V_OBJ, V_MSG,
@@ -82,9 +88,28 @@ typedef struct ptrmap {
 
 typedef struct path_seg {
   int kind; /* SEG_KEY (stack index), SEG_INDEX, SEG_UPVALUE, SEG_META */
-  int idx;
+  lua_Integer idx;
   const char *name;
 } path_seg;
+
+/* Where a table of a stream sits, for T_PATH: under which key of which
+** table (its parent, the table open when it was met), whether it is still
+** open, and whether the decoder keeps it. Indexed by id. */
+typedef struct place {
+  uint32_t parent;  /* id; NO_PARENT for the value itself */
+  unsigned char kept, kind;
+  uint32_t len;     /* P_STR: the key's length */
+  union { lua_Integer i; const char *str; } key;
+} place;
+/* A table being written: its id, and how many steps it is from the
+** nearest kept table or the value itself. */
+typedef struct open_table {
+  uint32_t id, hops;
+} open_table;
+#define NO_PARENT UINT32_MAX
+/* A table this many steps from the nearest kept one is kept itself, so a
+** T_PATH never has more steps than this. */
+#define MAX_HOPS 8
 enum { SEG_KEY, SEG_INDEX, SEG_UPVALUE, SEG_META, SEG_KEYOF };
 
 typedef struct scratch {
@@ -99,6 +124,10 @@ typedef struct scratch {
   /* recently written short strings (interned: same pointer, same string) */
   struct { const char *p; uint32_t gen, n; size_t tagpos; } strs[256];
   path_seg path[MAX_DEPTH + 2];
+  /* streams only: where each table is (by id), the ids of open tables */
+  place *places;
+  size_t nplaces;
+  open_table open[MAX_DEPTH + 2];
 } scratch;
 
 /* Objects that Lua allocates one after another sit close together:
@@ -180,6 +209,7 @@ static void map_reset(ptrmap *m) {
 /* the per-state scratch                                               */
 
 static void scratch_free_parts(scratch *s) {
+  free(s->places);
   free(s->buf);
   free(s->objs);
   free(s->seen.slots);
@@ -209,6 +239,11 @@ static void release_scratch(scratch *s) {
     free(s->seen.slots);
     s->seen.slots = NULL;
     s->seen.cap = 0;
+  }
+  if (s->nplaces > (1u << 16)) {
+    free(s->places);
+    s->places = NULL;
+    s->nplaces = 0;
   }
 }
 
@@ -285,6 +320,8 @@ typedef struct enc {
   int room;       /* depth up to which the Lua stack has room */
   size_t hold;    /* a table header whose count is not written yet: 0 or
                      the first position that may not be published */
+  int placing;    /* may stream: note each table's place (T_PATH) */
+  uint32_t nopen; /* when placing: tables being written (s->open) */
   uint32_t nstr;  /* short strings written so far */
   /* streaming (loom__value_set_streamed): whole values up to `pub` (a
   ** scratch position) have gone to the reader, with the objects up to
@@ -400,7 +437,7 @@ static void add_path(enc *e, luaL_Buffer *b) {
     }
     switch (seg->kind) {
       case SEG_INDEX:
-        lua_pushfstring(L, "[%d]", seg->idx);
+        lua_pushfstring(L, "[%I]", (LUAI_UACINT)seg->idx);
         luaL_addvalue(b);
         break;
       case SEG_UPVALUE:
@@ -414,7 +451,7 @@ static void add_path(enc *e, luaL_Buffer *b) {
         luaL_addstring(b, ".<key>");
         break;
       default: {
-        int k = seg->idx;
+        int k = (int)seg->idx;
         if (lua_type(L, k) == LUA_TSTRING) {
           size_t len;
           const char *str = lua_tolstring(L, k, &len);
@@ -457,7 +494,8 @@ static void encode(enc *e, int idx);
 static void encode_value(enc *e, int idx, int type);
 static inline int encode_scalar(enc *e, int idx, int type);
 
-static inline void push_seg(enc *e, int kind, int idx, const char *name) {
+static inline void push_seg(enc *e, int kind, lua_Integer idx,
+                            const char *name) {
   if (e->depth >= MAX_DEPTH) {
     lua_pushfstring(e->L, "%d", MAX_DEPTH);
     fail(e, "cannot copy a value nested more than %s levels deep",
@@ -611,6 +649,131 @@ static void seed_named(enc *e) {
   lua_pop(L, 1);
 }
 
+/* ------------------------------------------------------------------ */
+/* places: back references into the part of a stream already handed over */
+
+/* A streamed item's reader keeps only the tables whose header says so
+** (F_MARKED), as for a whole message; but a table whose header has gone
+** to the reader can no longer be marked when a back reference to it shows
+** up. Such a reference is written as a path instead (T_PATH): from a table
+** the reader still holds, either one being built (an ancestor of the
+** reference) or a kept one, down by raw gets of integer or string keys.
+** So the encoder notes where each table sits when it meets it; a table
+** that no path can reach (under a key of another type, as a metatable or
+** a key, in an upvalue) or that is MAX_HOPS steps from a kept one, is
+** marked kept right away. Functions are always kept in a stream. */
+
+static void grow_places(enc *e, uint32_t id) {
+  scratch *s = e->s;
+  size_t n = s->nplaces ? s->nplaces * 2 : 256;
+  while (n <= id) n *= 2;
+  place *np = (place *)realloc(s->places, n * sizeof *np);
+  if (np == NULL) enc_oom(e);
+  s->places = np;
+  s->nplaces = n;
+}
+
+/* The place of a table that is not an array element of an open table:
+** the value itself, under another key, or out of reach (kept). */
+__attribute__((noinline)) static int place_other(enc *e, place *pl,
+                                                 uint32_t *hops) {
+  scratch *s = e->s;
+  if (e->nopen == 0) { /* the value itself is open to the end */
+    pl->parent = NO_PARENT;
+    *hops = 0;
+    return e->depth > 0; /* in an upvalue of a function value */
+  }
+  path_seg *seg = &s->path[e->depth - 1];
+  lua_State *L = e->L;
+  pl->parent = s->open[e->nopen - 1].id;
+  *hops = s->open[e->nopen - 1].hops + 1;
+  if (seg->kind != SEG_KEY) return 1;
+  int k = (int)seg->idx;
+  if (lua_type(L, k) == LUA_TSTRING) {
+    size_t len;
+    pl->kind = P_STR;
+    pl->key.str = lua_tolstring(L, k, &len);
+    pl->len = (uint32_t)len;
+    return len > UINT32_MAX;
+  }
+  if (lua_isinteger(L, k)) {
+    pl->kind = P_INT;
+    pl->key.i = lua_tointeger(L, k);
+    return 0;
+  }
+  return 1;
+}
+
+/* Notes the place of the table just met (id) and opens it; returns 1 when
+** the reader must keep it. */
+__attribute__((always_inline)) static inline int open_place(enc *e,
+                                                            uint32_t id) {
+  scratch *s = e->s;
+  if (id >= s->nplaces) grow_places(e, id);
+  place *pl = &s->places[id];
+  uint32_t hops;
+  int kept;
+  if (e->nopen > 0 && s->path[e->depth - 1].kind == SEG_INDEX) {
+    pl->parent = s->open[e->nopen - 1].id;
+    pl->kind = P_INT;
+    pl->key.i = s->path[e->depth - 1].idx;
+    hops = s->open[e->nopen - 1].hops + 1;
+    kept = 0;
+  } else {
+    kept = place_other(e, pl, &hops);
+  }
+  if (hops > MAX_HOPS) kept = 1;
+  if (kept) hops = 0;
+  pl->kept = (unsigned char)kept;
+  s->open[e->nopen].id = id;
+  s->open[e->nopen++].hops = hops;
+  return kept;
+}
+
+/* A function met in a stream: always kept. */
+static void place_function(enc *e, uint32_t id) {
+  scratch *s = e->s;
+  if (id >= s->nplaces) grow_places(e, id);
+  s->places[id].kept = 1;
+}
+
+/* The position of table id among the open ones, or -1. */
+static int open_position(enc *e, uint32_t id) {
+  for (uint32_t i = 0; i < e->nopen; i++)
+    if (e->s->open[i].id == id) return (int)i;
+  return -1;
+}
+
+/* Writes a T_PATH to the table id, whose header has been handed over. */
+__attribute__((noinline)) static void put_path(enc *e, uint32_t id) {
+  scratch *s = e->s;
+  uint32_t chain[MAX_HOPS + 1];
+  int n = 0;
+  uint32_t x = id;
+  int at;
+  while ((at = open_position(e, x)) < 0 && !s->places[x].kept) {
+    if (n > MAX_HOPS || s->places[x].parent == NO_PARENT)
+      luaL_error(e->L, "loom: internal error: no path to a table");
+    chain[n++] = x;
+    x = s->places[x].parent;
+  }
+  unsigned char head[6] = {T_PATH, at >= 0 ? A_OPEN : A_KEPT};
+  uint32_t a = at >= 0 ? (uint32_t)at : x;
+  memcpy(head + 2, &a, sizeof a);
+  put(e, head, sizeof head);
+  put_byte(e, (unsigned char)n);
+  while (n-- > 0) {
+    place *pl = &s->places[chain[n]];
+    put_byte(e, pl->kind);
+    if (pl->kind == P_INT) {
+      put(e, &pl->key.i, sizeof pl->key.i);
+    } else {
+      put_u32(e, pl->len);
+      put(e, pl->key.str, pl->len);
+    }
+  }
+}
+
 /* Writes the back reference to a table or function seen before (_G and
 ** module tables: their names). */
 __attribute__((noinline)) static void put_backref(enc *e, int idx, slot *s) {
@@ -622,6 +785,10 @@ __attribute__((noinline)) static void put_backref(enc *e, int idx, slot *s) {
     if (is_g) put_byte(e, T_GLOBALS);
     else if (!put_named(e, idx, 0) && !put_named(e, idx, 1))
       fail(e, "cannot copy %s", "a module table that is not in the name map");
+    return;
+  }
+  if (e->placing && s->flagpos < e->pub && !e->s->places[s->id].kept) {
+    put_path(e, s->id); /* its header is out: too late to mark it */
     return;
   }
   e->s->buf[s->flagpos] |= F_MARKED;
@@ -784,6 +951,7 @@ static void encode_table(enc *e, int idx) {
   if (!e->seeded) seed_named(e);
   if (put_ref(e, idx, lua_topointer(L, idx))) return;
   room_for_level(e);
+  int kept = e->placing && open_place(e, e->next_id - 1);
   int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
   lua_pushnil(L);
   int key = lua_gettop(L);
@@ -793,7 +961,8 @@ static void encode_table(enc *e, int idx) {
     narr = (lua_Integer)lua_rawlen(L, idx);
     if (narr > UINT32_MAX) narr = 0;
   }
-  unsigned char head[6] = {T_TABLE, mt ? F_META : 0};
+  unsigned char head[6] = {T_TABLE, (mt ? F_META : 0) | (kept ? F_MARKED : 0)};
+  if (kept) e->has_refs = 1;
   uint32_t n32 = (uint32_t)narr;
   memcpy(head + 2, &n32, sizeof n32);
   put(e, head, sizeof head);
@@ -833,6 +1002,7 @@ static void encode_table(enc *e, int idx) {
     }
     lua_pop(L, 1);
   }
+  if (e->placing) e->nopen--;
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
@@ -849,6 +1019,7 @@ static void encode_function(enc *e, int idx) {
   }
   if (put_ref(e, idx, lua_topointer(L, idx))) return;
   room_for_level(e);
+  if (e->placing) place_function(e, e->next_id - 1);
   lua_Debug ar;
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">u", &ar);
@@ -1003,6 +1174,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
   e.owner = owner;
   e.s = acquire_scratch(L);
   e.offer = offer;
+  e.placing = offer != NULL;
   e.pub = e.s->len;
   lua_pushnil(L); /* the slot of the name map */
   e.names = lua_gettop(L);
@@ -1076,6 +1248,8 @@ typedef struct dec {
   uint32_t nstr;
   int depth, room; /* tables being built; depth up to which the stack has room */
   loom_stream *stream; /* reading chunk by chunk */
+  int *open;      /* streams: stack indices of the tables being built */
+  uint32_t nopen;
 } dec;
 
 static const char aborted_key = 'a'; /* raised when a stream's writer failed */
@@ -1155,13 +1329,9 @@ static inline int decode_scalar(dec *d) {
 }
 
 
-static void keep_ref(dec *d, unsigned char flags, uint32_t id) {
-  /* a stream keeps all: a back reference may reach a published header,
-  ** which could not be marked any more */
-  if ((flags & F_MARKED) || d->stream != NULL) {
-    lua_pushvalue(d->L, -1);
-    lua_rawseti(d->L, d->refs, (lua_Integer)id + 1);
-  }
+static void keep_ref(dec *d, uint32_t id) {
+  lua_pushvalue(d->L, -1);
+  lua_rawseti(d->L, d->refs, (lua_Integer)id + 1);
 }
 
 static inline void room_for_table(dec *d) {
@@ -1180,8 +1350,12 @@ static void decode_table(dec *d) {
   room_for_table(d);
   d->depth++;
   lua_createtable(L, (int)narr, (int)nhash);
-  keep_ref(d, flags, id);
+  if (flags & F_MARKED) keep_ref(d, id);
   int t = lua_gettop(L);
+  if (d->open != NULL) {
+    if (d->nopen >= MAX_DEPTH + 2) luaL_error(L, "corrupt loom message (depth)");
+    d->open[d->nopen++] = t;
+  }
   if (narr > 0) {
     for (uint32_t i = 1; i <= narr; i++) {
       if (!decode_scalar(d)) decode(d);
@@ -1199,7 +1373,37 @@ static void decode_table(dec *d) {
     decode(d);
     lua_setmetatable(L, t);
   }
+  if (d->open != NULL) d->nopen--;
   d->depth--;
+}
+
+/* Pushes the table a T_PATH names (see put_path). */
+static void push_path(dec *d) {
+  lua_State *L = d->L;
+  luaL_checkstack(L, 3, "copying a value");
+  unsigned char anchor = *d->p++;
+  uint32_t a = get_u32(d);
+  if (anchor == A_OPEN && d->open != NULL && a < d->nopen)
+    lua_pushvalue(L, d->open[a]);
+  else if (anchor == A_KEPT && d->refs != 0)
+    lua_rawgeti(L, d->refs, (lua_Integer)a + 1);
+  else
+    luaL_error(L, "corrupt loom message (path)");
+  for (unsigned n = *d->p++; n > 0; n--) {
+    if (*d->p++ == P_INT) {
+      lua_Integer i;
+      memcpy(&i, d->p, sizeof i);
+      d->p += sizeof i;
+      lua_rawgeti(L, -1, i);
+    } else {
+      uint32_t len = get_u32(d);
+      lua_pushlstring(L, (const char *)d->p, len);
+      d->p += len;
+      lua_rawget(L, -2);
+    }
+    lua_remove(L, -2);
+  }
+  if (!lua_istable(L, -1)) luaL_error(L, "corrupt loom message (path)");
 }
 
 typedef struct reader_state {
@@ -1225,7 +1429,7 @@ static void decode_function(dec *d) {
   luaL_checkstack(L, 4, "copying a function");
   if (lua_load(L, bytes_reader, &r, "=copied function", "b") != LUA_OK)
     lua_error(L);
-  keep_ref(d, flags, id);
+  if ((flags & F_MARKED) || d->stream != NULL) keep_ref(d, id);
   int f = lua_gettop(L);
   for (uint32_t i = 1; i <= nups; i++) {
     if (d->p == d->end) refill(d);
@@ -1296,6 +1500,7 @@ static void decode(dec *d) {
     case T_TABLE: decode_table(d); break;
     case T_FUNC: decode_function(d); break;
     case T_REF: lua_rawgeti(L, d->refs, (lua_Integer)get_u32(d) + 1); break;
+    case T_PATH: push_path(d); break;
     case T_GLOBALS: lua_pushglobaltable(L); break;
     case T_NAMED: push_named(d); break;
     case T_REGMETA: {
@@ -1357,9 +1562,11 @@ int loom__decode(lua_State *L, const loom_msg *m) {
 ** failed. */
 static void decode_stream(lua_State *L, loom_stream *st) {
   dec d;
+  int open[MAX_DEPTH + 2];
   memset(&d, 0, sizeof d);
   d.L = L;
   d.stream = st;
+  d.open = open;
   luaL_checkstack(L, RING + 4, "copying a value");
   open_slots(&d, RING);
   decode(&d);

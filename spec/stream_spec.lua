@@ -21,6 +21,7 @@ local math, string, type, pairs, tostring, pcall =
       math, string, type, pairs, tostring, pcall
 local coroutine, collectgarbage, setmetatable, io, ipairs, error, print =
       coroutine, collectgarbage, setmetatable, io, ipairs, error, print
+local getmetatable = getmetatable
 
 local check_env_deep = helpers.check_env
 
@@ -248,6 +249,92 @@ describe("streamed queue items", function()
         in_hash = true, back = true, late = true, root = true, list = true,
         distinct = true, index = 3000, nested = 3000,
       }, consumer:result(WAIT))
+    end)
+
+    -- A table whose header went to the reader before a second reference
+    -- to it shows up is named by a path (T_PATH) from a table the reader
+    -- still holds; tables no path can reach are kept from the start.
+    it("are found again by any kind of place: string, sparse, long and deep keys, keys, metatables, upvalues", function()
+      local t = records(N)
+      local sub = { v = "sub" }
+      t[1] = { name = { sub = sub } }             -- int, string, string
+      local sparse = { v = "sparse" }
+      t[2] = { map = { [100] = sparse } }          -- a sparse integer key
+      local long = { v = "long" }
+      t[3] = { [string.rep("k", 300)] = long }     -- a long string key
+      local half = { v = "half" }
+      t[4] = { [0.5] = half, [true] = { v = "true" } } -- keys no path takes
+      local key = { v = "key" }
+      t[5] = { [key] = "a table as a key" }
+      local mt = { __index = { v = "meta" } }
+      t[6] = setmetatable({}, mt)
+      local up = { v = "up" }
+      t[7] = function() return up end             -- an upvalue
+      local deep, cur = {}, nil                    -- 20 levels: past MAX_HOPS
+      cur = deep
+      local levels = {}
+      for i = 1, 20 do cur.next = { level = i }; cur = cur.next; levels[i] = cur end
+      t[8] = deep
+      t[19001] = { sub = sub, sparse = sparse, long = long, half = half,
+                   key = key, mt = mt, up = up, first = t[1].name,
+                   level3 = levels[3], level9 = levels[9], level10 = levels[10],
+                   level20 = levels[20], truth = t[4][true] }
+      t[19002] = { again = levels[20], root = t }
+      local q, ready = loom.Queue(), loom.Event()
+      local consumer = spawn(function(qq, rdy, n)
+        rdy:set()
+        local c = qq:get(WAIT)
+        local r = c[19001]
+        local lv = {}
+        local at = c[8]
+        for i = 1, 20 do at = at.next; lv[i] = at end
+        local k
+        for kk in pairs(c[5]) do k = kk end
+        return {
+          sub = r.sub == c[1].name.sub and r.sub.v == "sub",
+          first = r.first == c[1].name,
+          sparse = r.sparse == c[2].map[100] and r.sparse.v == "sparse",
+          long = r.long == c[3][string.rep("k", 300)] and r.long.v == "long",
+          half = r.half == c[4][0.5] and r.half.v == "half",
+          truth = r.truth == c[4][true] and r.truth.v == "true",
+          key = r.key == k and r.key.v == "key",
+          mt = r.mt == getmetatable(c[6]) and c[6].v == "meta",
+          up = r.up == c[7]() and r.up.v == "up",
+          levels = r.level3 == lv[3] and r.level9 == lv[9] and
+                   r.level10 == lv[10] and r.level20 == lv[20] and
+                   lv[20].level == 20 and lv[20].next == nil,
+          again = c[19002].again == lv[20] and c[19002].root == c,
+          records = bad_records(c, 9, 19000) or #c == n,
+        }
+      end, q, ready, N)
+      assert.is_true(ready:wait(WAIT))
+      assert.is_true(q:put(t))
+      assert.are.same({
+        sub = true, first = true, sparse = true, long = true, half = true,
+        truth = true, key = true, mt = true, up = true, levels = true,
+        again = true, records = true,
+      }, consumer:result(WAIT))
+    end)
+
+    it("are found again when many records share a few tables met early", function()
+      local shared = {}
+      for i = 1, 50 do shared[i] = { id = i } end
+      local t = { shared = {} }
+      for i = 1, 50 do t[i] = shared[i] end
+      for i = 51, N do t[i] = { x = i, ref = shared[i % 50 + 1] } end
+      local q = loom.Queue()
+      local consumer = spawn(function(qq, n)
+        local c = qq:get(WAIT)
+        for i = 51, n do
+          local want = c[i % 50 + 1]
+          if c[i].ref ~= want or want.id ~= i % 50 + 1 or c[i].x ~= i then
+            return "wrong at " .. i
+          end
+        end
+        return #c
+      end, q, N)
+      assert.is_true(q:put(t))
+      assert.are.equal(N, consumer:result(WAIT))
     end)
 
     it("keep their identity on the way back too (a second stream)", function()
