@@ -1390,6 +1390,7 @@ static void push_path(dec *d) {
   else
     luaL_error(L, "corrupt loom message (path)");
   for (unsigned n = *d->p++; n > 0; n--) {
+    if (!lua_istable(L, -1)) luaL_error(L, "corrupt loom message (path)");
     if (*d->p++ == P_INT) {
       lua_Integer i;
       memcpy(&i, d->p, sizeof i);
