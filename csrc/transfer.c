@@ -889,15 +889,15 @@ static inline void maybe_publish(enc *e) {
 
 /* Writes the pairs of the table at idx that are not array elements 1..narr,
 ** then patches their count at hdr. Nothing from hdr on is published until
-** the count is in. The walk goes on from the key on top of the stack
-** (nil: from the start), or from the pair on top when have is set. */
-static void encode_pairs(enc *e, int idx, lua_Integer narr, size_t hdr,
-                         int have) {
+** the count is in. The walk goes on from the key at index key, the top
+** of the stack (nil: from the start), or from the pair at key, key + 1
+** when have is set. */
+static void encode_pairs(enc *e, int idx, int key, lua_Integer narr,
+                         size_t hdr, int have) {
   lua_State *L = e->L;
   size_t hold = e->hold;
   if (hold == 0) e->hold = hdr;
   uint32_t nhash = 0;
-  int key = lua_gettop(L) - have; /* lua_next keeps the pair at key, key+1 */
   for (; have || lua_next(L, idx); have = 0) {
     int kt = lua_type(L, key);
     if (narr > 0 && kt == LUA_TNUMBER) { /* an array element: done */
@@ -926,11 +926,12 @@ static void encode_pairs(enc *e, int idx, lua_Integer narr, size_t hdr,
   e->hold = hold;
 }
 
-/* Writes t[i], the value at the top of the stack, as array element i. */
-static inline void encode_element(enc *e, lua_Integer i, int type) {
-  if (!encode_scalar(e, -1, type)) {
-    push_seg(e, SEG_INDEX, (int)i, NULL);
-    encode_value(e, lua_gettop(e->L), type);
+/* Writes t[i], the value at the top of the stack (index at), as array
+** element i. */
+static inline void encode_element(enc *e, lua_Integer i, int at, int type) {
+  if (!encode_scalar(e, at, type)) {
+    push_seg(e, SEG_INDEX, i, NULL);
+    encode_value(e, at, type);
     e->depth--;
   }
   lua_pop(e->L, 1);
@@ -970,7 +971,7 @@ static void encode_table(enc *e, int idx) {
   if (narr > 0) {
     lua_Integer i = 1; /* the pair (i, t[i]) is on the stack */
     for (;;) {
-      encode_element(e, i, lua_type(L, key + 1));
+      encode_element(e, i, key + 1, lua_type(L, key + 1));
       if (i++ == narr) break; /* the pairs follow in this walk */
       if (!lua_next(L, idx)) break;
       if (!lua_isinteger(L, key) || lua_tointeger(L, key) != i) {
@@ -979,7 +980,7 @@ static void encode_table(enc *e, int idx) {
       }
     }
     if (i <= narr) { /* the rest by index, then the pairs from the start */
-      for (; i <= narr; i++) encode_element(e, i, lua_rawgeti(L, idx, i));
+      for (; i <= narr; i++) encode_element(e, i, key, lua_rawgeti(L, idx, i));
       lua_pushnil(L);
       skip = narr;
     }
@@ -987,7 +988,7 @@ static void encode_table(enc *e, int idx) {
   }
   size_t hdr = e->s->len;
   put_u32(e, 0);
-  if (narr > 0 || have) encode_pairs(e, idx, skip, hdr, have);
+  if (narr > 0 || have) encode_pairs(e, idx, key, skip, hdr, have);
   if (mt) {
     if (is_registered_meta(L, mt)) {
       size_t len;
