@@ -6,8 +6,9 @@
 ** lua_close. A lua_State is only ever used by one thread at a time, so a
 ** heap takes no lock; nothing else may call its allocator.
 **
-** A state starts on malloc. Once it has been given WARMUP bytes of small
-** blocks (up to MAX_SMALL bytes), which are most of what Lua allocates
+** A state starts on malloc. Once it has been given WARMUP bytes of new
+** small blocks (up to MAX_SMALL bytes; growing a block by realloc does
+** not count), which are most of what Lua allocates
 ** (strings, tables, nodes, closures), its new small blocks come from
 ** PAGE_SIZE pages instead, each page holding blocks of one 16-byte size
 ** class: a few instructions per allocation and per free where glibc takes

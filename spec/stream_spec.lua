@@ -2,7 +2,7 @@
 -- decode_stream in csrc/transfer.c; start_stream, withdraw_stream and
 -- stream_vanished in csrc/queue.c). A Queue, LifoQueue or SimpleQueue item
 -- whose encoding grows past 4 KB enters the queue once its first chunk is
--- ready, and a consumer decodes it chunk by chunk (4K, 8K, 16K, then ~32K)
+-- ready, and a consumer decodes it chunk by chunk (about 4 KB each)
 -- while the producer is still encoding. These specs send items of 20,000
 -- records (about 700 KB encoded, so some 25 chunks) and check that every
 -- value, every shared table and every object arrives intact, and that a put
@@ -451,7 +451,7 @@ describe("streamed queue items", function()
 
   -- Lua functions placed after the first chunks: bytecode, upvalues,
   -- shared upvalues and recursion. A chunk is cut after the first array
-  -- element that takes it past its size (at most ~32 KB), so a 40 KB string
+  -- element that takes it past its size (4 KB), so a 40 KB string
   -- at the end of a table makes a cut right after that table: here between
   -- two upvalues of one function (also before an upvalue it shares with
   -- another closure) and before a nested table's metatable.
