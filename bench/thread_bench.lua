@@ -49,7 +49,6 @@ end
 
 local data = {}
 for i = 1, 10000 do data[i] = { x = i, y = "s" .. i } end
-local copy_inproc = util.best(20, function() loom.copy(data) end)
 -- a long-lived receiver: it rebuilds each table it gets and replies
 local inbox, outbox = loom.Queue(), loom.Queue()
 local receiver = loom.thread(function(qin, qout)
@@ -57,22 +56,26 @@ local receiver = loom.thread(function(qin, qout)
 end, inbox, outbox)
 local function trip() inbox:put(data); assert(outbox:get() == #data) end
 trip()
--- The send is the row with a target (at most half of Python's time), and
--- this shared machine drifts by 2x within a minute: loom and Python take
--- turns, SEND_ROUNDS rounds of SEND_TRIPS trips each, so that both meet
--- the same quiet and busy spells; the row gives the median of all trips,
--- and the best one beside it.
-local SEND_ROUNDS, SEND_TRIPS = 5, 20
-local send, py_send = {}, {}
-for _ = 1, SEND_ROUNDS do
-  for _ = 1, SEND_TRIPS do
-    local t0 = util.now()
-    trip()
-    send[#send + 1] = util.now() - t0
+-- The send has a target (at most half of Python's time), and this shared
+-- machine drifts by 2x within a minute: loom and Python take turns, ROUNDS
+-- rounds of TRIPS each, so that both meet the same quiet and busy spells;
+-- a row gives the median of all of a side's trips, and the best one.
+local ROUNDS, TRIPS = 5, 20
+local function alternate(loom_trip, py_mode)
+  local mine, theirs = {}, {}
+  for _ = 1, ROUNDS do
+    for _ = 1, TRIPS do
+      local t0 = util.now()
+      loom_trip()
+      mine[#mine + 1] = util.now() - t0
+    end
+    local r = util.python("bench/thread_bench.py", py_mode .. " " .. TRIPS)
+    for i = 1, TRIPS do theirs[#theirs + 1] = r["trip" .. i] end
   end
-  local r = util.python("bench/thread_bench.py", "send " .. SEND_TRIPS)
-  for i = 1, SEND_TRIPS do py_send[#py_send + 1] = r["trip" .. i] end
+  return mine, theirs
 end
+local copy, py_copy = alternate(function() loom.copy(data) end, "copy")
+local send, py_send = alternate(trip, "send")
 inbox:close()
 receiver:join()
 
@@ -107,8 +110,8 @@ util.report("Threads and copying", {
   { name = "spawn + join one thread", unit = "s", loom = spawn, python = py.spawn_join },
   { name = "CPU-bound speedup, 2 threads", unit = "x", loom = serial / parallel,
     python = py.cpu_speedup, higher = true },
-  { name = "copy 10k records, in-process round trip", unit = "s", loom = copy_inproc,
-    python = py.copy_inproc },
+  { name = "copy 10k records in-process, median", unit = "s", loom = util.median(copy),
+    python = util.median(py_copy) },
   { name = "send 10k records, median trip", unit = "s", loom = util.median(send),
     python = util.median(py_send) },
   { name = "send 10k records, best trip", unit = "s", loom = util.min(send),
@@ -120,4 +123,4 @@ print("")
 print("(copy: loom.copy = encode+decode in one state vs pickle.dumps+loads; " ..
       "send = through a loom.Queue to a thread that rebuilds it and replies, vs a " ..
       "Pipe to a multiprocessing child that unpickles it and replies; " ..
-      SEND_ROUNDS .. " alternating rounds of " .. SEND_TRIPS .. " trips each)")
+      "copy and send: " .. ROUNDS .. " alternating rounds of " .. TRIPS .. " trips each)")

@@ -69,10 +69,16 @@ def records():
     return [{"x": i, "y": "s%d" % i} for i in range(10000)]
 
 
-def copy_inproc():
+def copy_times(n):
+    """Times n round trips of the records through pickle.dumps + loads."""
     data = records()
     proto = pickle.HIGHEST_PROTOCOL
-    return best(20, lambda: pickle.loads(pickle.dumps(data, proto)))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        pickle.loads(pickle.dumps(data, proto))
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def send_trips(n):
@@ -124,13 +130,13 @@ def idle_kb(n=200):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "send":
-        for i, t in enumerate(send_trips(int(sys.argv[2])), 1):
+    if len(sys.argv) > 1 and sys.argv[1] in ("send", "copy"):
+        timed = send_trips if sys.argv[1] == "send" else copy_times
+        for i, t in enumerate(timed(int(sys.argv[2])), 1):
             print("trip%d" % i, t)
         sys.exit(0)
     spawn_n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     primes_n = int(sys.argv[2]) if len(sys.argv) > 2 else 100000
     print("spawn_join", spawn_join(spawn_n))
     print("cpu_speedup", cpu_speedup(primes_n))
-    print("copy_inproc", copy_inproc())
     print("idle_kb", idle_kb())
