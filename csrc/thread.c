@@ -394,17 +394,20 @@ static int keep_error(lua_State *L) {
   return 0;
 }
 
-/* Protected fallback: the error value could not be described or copied;
-** keep a text in its place. */
+/* Protected fallback: the error value could not be described or copied
+** (why: 5); keep a text in its place, which says so. */
 static int keep_text(lua_State *L) {
   loom_thread *t = (loom_thread *)lua_touserdata(L, 3);
   loom_msg **out = (loom_msg **)lua_touserdata(L, 4);
-  if (t->report == NULL) {
-    lua_pushfstring(L, "(error object is a %s value)\n%s", luaL_typename(L, 1),
-                    lua_tostring(L, 2) ? lua_tostring(L, 2) : "");
-    t->report = dup_cstr(lua_tostring(L, -1));
-  }
-  lua_pushstring(L, t->report ? t->report : "error in thread");
+  const char *why = lua_tostring(L, 5);
+  lua_pushfstring(L, "(error object is a %s value; %s)", luaL_typename(L, 1),
+                  why ? why : "it could not be kept");
+  lua_pushfstring(L, "%s\n%s", lua_tostring(L, -1),
+                  lua_tostring(L, 2) ? lua_tostring(L, 2) : "");
+  free(t->report);
+  t->report = loom__is_error(L, 1, "cancelled") ? NULL
+                                                : dup_cstr(lua_tostring(L, -1));
+  lua_pop(L, 1);
   *out = loom__encode_owned(L, -1, 1, "error", &t->obj);
   return 0;
 }
@@ -426,14 +429,16 @@ static void finish(loom_thread *t, lua_State *L, const char *fatal) {
   } else { /* stack: false, error value, traceback */
     t->failed = 1;
     lua_CFunction keep[] = {keep_error, keep_text};
+    lua_pushnil(L); /* why keep_error failed, for keep_text */
     for (int i = 0; i < 2; i++) {
       lua_pushcfunction(L, keep[i]);
       lua_pushvalue(L, 2);
       lua_pushvalue(L, 3);
       lua_pushlightuserdata(L, t);
       lua_pushlightuserdata(L, &result);
-      if (lua_pcall(L, 4, 0, 0) == LUA_OK) break;
-      lua_pop(L, 1);
+      lua_pushvalue(L, 4);
+      if (lua_pcall(L, 5, 0, 0) == LUA_OK) break;
+      lua_replace(L, 4);
       loom__msg_free(result); /* keep it all or nothing */
       result = NULL;
     }
@@ -660,6 +665,17 @@ static loom_thread *check_thread(lua_State *L, int idx) {
   return LOOM_CHECK(L, idx, loom_thread, &thread_class);
 }
 
+/* A new thread is a daemon when the thread creating it is one (Python's
+** rule), unless it says otherwise. */
+static int creator_daemon(void) {
+  loom_thread *self = tls_self;
+  if (self == NULL) return 0;
+  pthread_mutex_lock(&self->mu);
+  int daemon = self->daemon;
+  pthread_mutex_unlock(&self->mu);
+  return daemon;
+}
+
 /* Pushes a new, unstarted thread running the function at stack index
 ** `first` with the nargs values after it. name may be NULL (Thread-N). */
 static void new_thread(lua_State *L, int first, int nargs, const char *name,
@@ -706,8 +722,8 @@ static int l_Thread(lua_State *L) {
   lua_remove(L, 3); /* args table; target at 2, arguments from 3 */
   lua_getfield(L, 1, "name");
   const char *name = luaL_optstring(L, -1, NULL);
-  lua_getfield(L, 1, "daemon");
-  int daemon = lua_toboolean(L, -1);
+  int daemon = lua_getfield(L, 1, "daemon") == LUA_TNIL ? creator_daemon()
+                                                        : lua_toboolean(L, -1);
   lua_getfield(L, 1, "cancel_hook");
   int hook = lua_toboolean(L, -1);
   lua_pop(L, 2); /* the name stays on the stack while it is used */
@@ -758,7 +774,7 @@ static int thread_start(lua_State *L) {
 /* loom.thread(fn, ...): a Thread of fn(...), started at once. */
 static int l_thread(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  new_thread(L, 1, lua_gettop(L) - 1, NULL, 0, 0);
+  new_thread(L, 1, lua_gettop(L) - 1, NULL, creator_daemon(), 0);
   lua_replace(L, 1);
   lua_settop(L, 1);
   return thread_start(L);

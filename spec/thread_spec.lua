@@ -261,10 +261,18 @@ describe("threads", function()
       assert.matches("(in thread '", e, 1, true)
     end)
 
-    it("an error value that cannot be copied still raises, as text", function()
+    it("an error value that cannot be copied still raises, as text that says why", function()
       local t = spawn(function() error(coroutine.create(function() end)) end)
       local e = err_of(t.result, t, 10)
       assert.are.equal("string", type(e))
+      assert.matches("^%(error object is a thread value; cannot copy a coroutine at error%[1%]%)", e)
+      local t2 = Thread{name = "E", target = function() error({co = coroutine.create(function() end)}) end}
+      t2:start()
+      e = err_of(t2.result, t2, 10)
+      assert.matches("^%(error object is a table value; cannot copy a coroutine at error%[1%]%.co%)\n%(in thread 'E'%) stack traceback:", e)
+      -- the traceback is appended once, not twice
+      local _, n = e:gsub("stack traceback:", "")
+      assert.are.equal(1, n)
     end)
 
     it("result(timeout) raises an error that loom.is_timeout recognises", function()
@@ -306,9 +314,17 @@ describe("threads", function()
       assert.matches("renamed", tostring(t), 1, true)
     end)
 
-    it("daemon: false by default, settable before start only", function()
+    it("daemon: inherited from the creating thread, settable before start only", function()
       local t = Thread{target = function() end}
       assert.is_false(t.daemon)
+      assert.is_false(loom.thread(function() end).daemon)
+      local inner = loom.Thread{daemon = true, target = function(L)
+        local a, b = L.thread(function() end), L.Thread{target = function() end}
+        local c = L.Thread{target = function() end, daemon = false}
+        return a.daemon, b.daemon, c.daemon
+      end, args = {loom}}
+      inner:start()
+      assert.are.same({true, true, false}, {inner:result(10)})
       t.daemon = true
       assert.is_true(t.daemon)
       t:start()
@@ -655,6 +671,23 @@ print(t:result(10))
 ]], 20)
       assert.are_not.equal(124, status, "the child hit the timeout: " .. out)
       assert.matches("started", out, 1, true)
+    end)
+
+    it("a thread started by a daemon thread is a daemon too, and does not keep the process alive", function()
+      local out, status = helpers.run_lua([[
+local loom = require "loom"
+local ready = loom.Event()
+loom.Thread{daemon = true, target = function(ev)
+  local loom = require "loom"
+  loom.thread(function(e) e:set(); while true do loom.sleep(0.01) end end, ev)
+  while true do loom.sleep(0.01) end
+end, args = {ready}}:start()
+assert(ready:wait(10))
+print("MAIN END")
+]], 20)
+      assert.are_not.equal(124, status, "the child hit the timeout: " .. out)
+      assert.are.equal(0, status, out)
+      assert.matches("MAIN END", out, 1, true)
     end)
   end)
 
