@@ -737,11 +737,17 @@ static void place_function(enc *e, uint32_t id) {
   s->places[id].kept = 1;
 }
 
-/* The position of table id among the open ones, or -1. */
+/* The position of table id among the open ones, or -1. A table opens
+** after the tables around it and ids grow as tables are met, so the open
+** ids are in increasing order. */
 static int open_position(enc *e, uint32_t id) {
-  for (uint32_t i = 0; i < e->nopen; i++)
-    if (e->s->open[i].id == id) return (int)i;
-  return -1;
+  uint32_t lo = 0, hi = e->nopen;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (e->s->open[mid].id < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < e->nopen && e->s->open[lo].id == id ? (int)lo : -1;
 }
 
 /* Writes a T_PATH to the table id, whose header has been handed over. */
