@@ -127,6 +127,8 @@ typedef struct scratch {
   /* streams only: where each table is (by id), the ids of open tables */
   place *places;
   size_t nplaces;
+  size_t *marks; /* header flags of kept tables, to set when handed over */
+  size_t nmarks, markcap;
   open_table open[MAX_DEPTH + 2];
 } scratch;
 
@@ -210,6 +212,7 @@ static void map_reset(ptrmap *m) {
 
 static void scratch_free_parts(scratch *s) {
   free(s->places);
+  free(s->marks);
   free(s->buf);
   free(s->objs);
   free(s->seen.slots);
@@ -287,6 +290,7 @@ ready:
   s->busy = 1;
   s->len = sizeof(loom_msg);
   s->nobjs = 0;
+  s->nmarks = 0;
   if (++s->gen == 0) { /* wrapped: stale entries could match; wipe */
     if (s->seen.slots) memset(s->seen.slots, 0, s->seen.cap * sizeof(slot));
     if (s->upvals.slots)
@@ -661,7 +665,30 @@ static void seed_named(enc *e) {
 ** So the encoder notes where each table sits when it meets it; a table
 ** that no path can reach (under a key of another type, as a metatable or
 ** a key, in an upvalue) or that is MAX_HOPS steps from a kept one, is
-** marked kept right away. Functions are always kept in a stream. */
+** kept: its header is marked when it is handed over. Functions are
+** always kept in a stream. */
+
+/* A kept table's header is marked only when it is handed over: an item
+** that is never streamed needs no kept tables. The table being opened has
+** its header byte at len + 1 (put_ref). */
+__attribute__((noinline)) static void pend_mark(enc *e) {
+  scratch *s = e->s;
+  if (s->nmarks == s->markcap) {
+    size_t ncap = s->markcap ? s->markcap * 2 : 16;
+    size_t *nm = (size_t *)realloc(s->marks, ncap * sizeof *nm);
+    if (nm == NULL) enc_oom(e);
+    s->marks = nm;
+    s->markcap = ncap;
+  }
+  s->marks[s->nmarks++] = s->len + 1;
+}
+
+static void apply_marks(enc *e) {
+  scratch *s = e->s;
+  for (size_t i = 0; i < s->nmarks; i++) s->buf[s->marks[i]] |= F_MARKED;
+  if (s->nmarks > 0) e->has_refs = 1;
+  s->nmarks = 0;
+}
 
 static void grow_places(enc *e, uint32_t id) {
   scratch *s = e->s;
@@ -857,6 +884,7 @@ static inline void maybe_publish(enc *e);
 static void publish(enc *e) {
   scratch *s = e->s;
   loom_stream *st = s->stream;
+  apply_marks(e);
   if (st == NULL) {
     st = loom__stream_new(e->offer->owner, e->offer->withdraw);
     if (st == NULL) {
@@ -958,7 +986,7 @@ static void encode_table(enc *e, int idx) {
   if (!e->seeded) seed_named(e);
   if (put_ref(e, idx, lua_topointer(L, idx))) return;
   room_for_level(e);
-  int kept = e->placing && open_place(e, e->next_id - 1);
+  if (e->placing && open_place(e, e->next_id - 1)) pend_mark(e);
   int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
   lua_pushnil(L);
   int key = lua_gettop(L);
@@ -968,8 +996,7 @@ static void encode_table(enc *e, int idx) {
     narr = (lua_Integer)lua_rawlen(L, idx);
     if (narr > UINT32_MAX) narr = 0;
   }
-  unsigned char head[6] = {T_TABLE, (mt ? F_META : 0) | (kept ? F_MARKED : 0)};
-  if (kept) e->has_refs = 1;
+  unsigned char head[6] = {T_TABLE, mt ? F_META : 0};
   uint32_t n32 = (uint32_t)narr;
   memcpy(head + 2, &n32, sizeof n32);
   put(e, head, sizeof head);
@@ -1192,6 +1219,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
   scratch *s = e.s;
   if (s->stream != NULL) {
     loom_stream *st = s->stream;
+    apply_marks(&e);
     if (s->len > e.pub &&
         !loom__stream_append(st, s->buf + e.pub, s->len - e.pub,
                              s->objs + e.pub_objs, s->nobjs - e.pub_objs))
