@@ -93,8 +93,8 @@ typedef struct path_seg {
 } path_seg;
 
 /* Where a table of a stream sits, for T_PATH: under which key of which
-** table (its parent, the table open when it was met), whether it is still
-** open, and whether the decoder keeps it. Indexed by id. */
+** table (its parent, the table open when it was met), and whether the
+** decoder keeps it. Indexed by id. */
 typedef struct place {
   uint32_t parent;  /* id; NO_PARENT for the value itself */
   unsigned char kept, kind;
@@ -247,6 +247,11 @@ static void release_scratch(scratch *s) {
     free(s->places);
     s->places = NULL;
     s->nplaces = 0;
+  }
+  if (s->markcap > (1u << 16)) {
+    free(s->marks);
+    s->marks = NULL;
+    s->markcap = 0;
   }
 }
 
@@ -721,7 +726,7 @@ __attribute__((noinline)) static int place_other(enc *e, place *pl,
     pl->kind = P_STR;
     pl->key.str = lua_tolstring(L, k, &len);
     pl->len = (uint32_t)len;
-    return len > UINT32_MAX;
+    return (uint64_t)len > UINT32_MAX;
   }
   if (lua_isinteger(L, k)) {
     pl->kind = P_INT;
