@@ -673,18 +673,25 @@ static void seed_named(enc *e) {
 ** kept: its header is marked when it is handed over. Functions are
 ** always kept in a stream. */
 
+/* Grows the vector p of *cap elements of size bytes so that element i
+** fits (doubling, at least 64); raises when out of memory. */
+static void *reserve(enc *e, void *p, size_t *cap, size_t i, size_t size) {
+  size_t n = *cap ? *cap * 2 : 64;
+  while (n <= i) n *= 2;
+  void *np = realloc(p, n * size);
+  if (np == NULL) enc_oom(e);
+  *cap = n;
+  return np;
+}
+
 /* A kept table's header is marked only when it is handed over: an item
 ** that is never streamed needs no kept tables. The table being opened has
 ** its header byte at len + 1 (put_ref). */
 __attribute__((noinline)) static void pend_mark(enc *e) {
   scratch *s = e->s;
-  if (s->nmarks == s->markcap) {
-    size_t ncap = s->markcap ? s->markcap * 2 : 16;
-    size_t *nm = (size_t *)realloc(s->marks, ncap * sizeof *nm);
-    if (nm == NULL) enc_oom(e);
-    s->marks = nm;
-    s->markcap = ncap;
-  }
+  if (s->nmarks == s->markcap)
+    s->marks = (size_t *)reserve(e, s->marks, &s->markcap, s->nmarks,
+                                 sizeof *s->marks);
   s->marks[s->nmarks++] = s->len + 1;
 }
 
@@ -697,12 +704,8 @@ static void apply_marks(enc *e) {
 
 static void grow_places(enc *e, uint32_t id) {
   scratch *s = e->s;
-  size_t n = s->nplaces ? s->nplaces * 2 : 256;
-  while (n <= id) n *= 2;
-  place *np = (place *)realloc(s->places, n * sizeof *np);
-  if (np == NULL) enc_oom(e);
-  s->places = np;
-  s->nplaces = n;
+  s->places = (place *)reserve(e, s->places, &s->nplaces, id,
+                               sizeof *s->places);
 }
 
 /* The place of a table that is not an array element of an open table:
