@@ -6,13 +6,18 @@ import threading
 import time
 
 
-def best(reps, fn):
-    b = float("inf")
-    for _ in range(reps):
+def timings(n, fn):
+    """The wall time of each of n calls of fn."""
+    times = []
+    for _ in range(n):
         t0 = time.perf_counter()
         fn()
-        b = min(b, time.perf_counter() - t0)
-    return b
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def best(reps, fn):
+    return min(timings(reps, fn))
 
 
 def noop():
@@ -73,12 +78,7 @@ def copy_times(n):
     """Times n round trips of the records through pickle.dumps + loads."""
     data = records()
     proto = pickle.HIGHEST_PROTOCOL
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        pickle.loads(pickle.dumps(data, proto))
-        times.append(time.perf_counter() - t0)
-    return times
+    return timings(n, lambda: pickle.loads(pickle.dumps(data, proto)))
 
 
 def send_trips(n):
@@ -93,11 +93,7 @@ def send_trips(n):
         parent.send(data)
         parent.recv()
     trip()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        trip()
-        times.append(time.perf_counter() - t0)
+    times = timings(n, trip)
     parent.send(None)
     p.join()
     return times
