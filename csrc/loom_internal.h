@@ -282,6 +282,83 @@ int loom__paths_capture(lua_State *L, loom_paths *p); /* 0 on OOM */
 void loom__paths_free(loom_paths *p);
 lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen);
 
+/*
+** Completion watchers (future.c): something that waits for several
+** futures or threads at once links a loom_watch into each of them. fire
+** is called once, with the watched object's mutex held: it may take only
+** leaf locks and must not call Lua. The watched object unlinks w before
+** firing it; unlinking an already fired watch does nothing.
+*/
+typedef struct loom_watch loom_watch;
+struct loom_watch {
+  void (*fire)(loom_watch *w, int failed); /* failed: ended with an error */
+  loom_watch *prev, *next;
+  int linked;
+};
+void loom__watch_link(loom_watch **head, loom_watch *w);
+void loom__watch_unlink(loom_watch **head, loom_watch *w);
+void loom__watch_fire_all(loom_watch **head, int failed);
+
+/*
+** Futures (future.c): the result of a task that runs elsewhere. A pool
+** makes one per task with `extra` bytes of its own (the queued task) and
+** completes it from the state of the thread that ran it; completing runs
+** the done-callbacks in that state, after every lock is released.
+*/
+typedef struct loom_future loom_future;
+/* A pending future (refs = 1); free_extra(extra) runs when it is freed. */
+loom_future *loom__future_new(size_t extra, void (*free_extra)(void *));
+void *loom__future_extra(loom_future *f);
+loom_future *loom__test_future(lua_State *L, int idx);
+/* Pending -> running on the calling loom thread; 0 when it was cancelled
+** (the task must then be dropped). */
+int loom__future_start(loom_future *f);
+/* Completes a running future with the n values from stack index first,
+** or (ok == 0) with the error value at `first` and its traceback at
+** first + 1 (a string or nil). Raises only before anything changed (a
+** value that cannot be copied); then runs the callbacks, in L. Clears the
+** calling worker's cancellation under the future's lock. */
+void loom__future_finish(lua_State *L, loom_future *f, int ok, int first,
+                         int n);
+/* Fails a pending or running future with a loom error value. */
+void loom__future_fail(lua_State *L, loom_future *f, const char *kind,
+                       const char *message);
+/* Python's cancel(): only while pending; runs the callbacks in L. */
+int loom__future_cancel(lua_State *L, loom_future *f);
+/* Beyond Python: a running task gets the cancellation error at its
+** worker's next blocking loom call (or Lua instruction, with the cancel
+** hook); a pending one is cancelled. Returns whether either happened. */
+int loom__future_interrupt(lua_State *L, loom_future *f);
+
+/* Threads as futures, for loom.wait and loom.as_completed: watch returns
+** 1 (with *failed set) when t is already done, else links w. */
+loom_object *loom__test_thread(lua_State *L, int idx);
+int loom__thread_watch(loom_object *t, loom_watch *w, int *failed);
+void loom__thread_unwatch(loom_object *t, loom_watch *w);
+int loom__thread_failed(loom_object *t);
+
+/* Pool workers (pool.c): a loom thread whose state runs body(ud) (called
+** as a Lua C function with ud as its light userdata argument) instead of
+** a copied function. Returns the thread with a reference for the caller,
+** or NULL with *err set to an errno. */
+loom_thread *loom__thread_start_native(const char *name, int cancel_hook,
+                                       const loom_paths *paths,
+                                       lua_CFunction body, void *ud, int *err);
+/* A malloc'd copy of t's name (t NULL: the main thread's); NULL on OOM. */
+char *loom__thread_name(loom_thread *t);
+/* Makes a running thread a daemon: the exit no longer waits for it. */
+void loom__thread_set_daemon(loom_thread *t);
+/* t:cancel(): the cancellation flag, and a wake-up of its current wait. */
+void loom__thread_cancel(loom_thread *t);
+/* Only the wake-up, for a caller that raised the flag itself. */
+void loom__thread_wake(loom_thread *t);
+/* Message handler for lua_pcall: the error becomes {value, traceback}. */
+int loom__traceback_handler(lua_State *L);
+/* Clears the calling thread's cancellation (a worker between tasks). */
+void loom__thread_clear_cancel(void);
+/* At exit, before threads are joined: shut every pool down (pool.c). */
+void loom__pools_exit(void);
+
 /* A bare state with loom's allocator (heap.c), and its closing. */
 lua_State *loom__heap_newstate(void);
 void loom__heap_close(lua_State *L);
@@ -299,6 +376,8 @@ void loom__open_thread(lua_State *L);
 void loom__open_sync(lua_State *L);   /* sync.c: Lock, RLock, Condition... */
 void loom__open_shared(lua_State *L); /* shared.c: loom.shared */
 void loom__open_queue(lua_State *L);  /* queue.c: Queue family, select */
+void loom__open_future(lua_State *L); /* future.c: wait, as_completed */
+void loom__open_pool(lua_State *L);   /* pool.c: ThreadPoolExecutor */
 
 #pragma GCC visibility pop
 

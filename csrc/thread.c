@@ -57,6 +57,9 @@ struct loom_thread {
   pthread_cond_t *wait_cv;
   pthread_mutex_t *wait_mu;
   loom_thread *prev, *next; /* running list, under registry_mu */
+  lua_CFunction native; /* pool workers: a C body instead of `start` */
+  void *native_ud;
+  loom_watch *watchers; /* fired once when done, under mu */
 };
 
 static const loom_class thread_class;
@@ -313,7 +316,7 @@ lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen) {
 }
 
 /* Message handler: wraps the error as {value, traceback}. */
-static int traceback_handler(lua_State *L) {
+int loom__traceback_handler(lua_State *L) {
   lua_createtable(L, 2, 0);
   lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 1);
@@ -339,9 +342,16 @@ static void cancel_hook(lua_State *L, lua_Debug *ar) {
 static int run_body(lua_State *L) {
   loom_thread *t = (loom_thread *)lua_touserdata(L, 1);
   lua_settop(L, 0);
-  lua_pushcfunction(L, traceback_handler);
+  lua_pushcfunction(L, loom__traceback_handler);
   int h = lua_gettop(L);
-  int n = loom__decode(L, t->start);
+  int n;
+  if (t->native != NULL) {
+    lua_pushcfunction(L, t->native);
+    lua_pushlightuserdata(L, t->native_ud);
+    n = 2;
+  } else {
+    n = loom__decode(L, t->start);
+  }
   /* only this thread reads it: drop it now rather than with the handle, so
   ** arguments that mention the thread do not keep it alive */
   loom__msg_free(t->start);
@@ -456,6 +466,7 @@ static void finish(loom_thread *t, lua_State *L, const char *fatal) {
   t->state = T_DONE;
   atomic_store_explicit(&t->done, 1, memory_order_release);
   pthread_cond_broadcast(&t->cv);
+  loom__watch_fire_all(&t->watchers, t->failed);
   pthread_mutex_unlock(&t->mu);
 }
 
@@ -491,7 +502,9 @@ static int run_job(loom_thread *t) {
   }
   tls_self = NULL;
   tls_ident = 0;
+  pthread_mutex_lock(&t->mu); /* final now: loom__thread_set_daemon is over */
   int daemon = t->daemon;
+  pthread_mutex_unlock(&t->mu);
   loom__release(&t->obj);
   return daemon;
 }
@@ -661,6 +674,14 @@ static const char *push_name(lua_State *L, loom_thread *t) {
   return lua_tostring(L, -1);
 }
 
+char *loom__thread_name(loom_thread *t) {
+  if (t == NULL) return dup_cstr("MainThread");
+  pthread_mutex_lock(&t->mu);
+  char *copy = dup_cstr(t->name);
+  pthread_mutex_unlock(&t->mu);
+  return copy;
+}
+
 static loom_thread *check_thread(lua_State *L, int idx) {
   return LOOM_CHECK(L, idx, loom_thread, &thread_class);
 }
@@ -731,17 +752,9 @@ static int l_Thread(lua_State *L) {
   return 1;
 }
 
-static int thread_start(lua_State *L) {
-  loom_thread *t = check_thread(L, 1);
-  pthread_mutex_lock(&t->mu);
-  int state = t->state;
-  if (state == T_NEW && !t->is_main) {
-    t->state = T_RUNNING;
-    t->ident = atomic_fetch_add(&ident_counter, 1);
-  }
-  pthread_mutex_unlock(&t->mu);
-  if (t->is_main || state != T_NEW)
-    return luaL_error(L, "thread '%s' was already started", push_name(L, t));
+/* Puts t (marked T_RUNNING) on the running list and on an OS thread;
+** returns 0, or an errno with t back in T_NEW. */
+static int launch(loom_thread *t) {
   pthread_mutex_lock(&registry_mu);
   t->prev = NULL;
   t->next = running;
@@ -764,9 +777,94 @@ static int thread_start(lua_State *L) {
     t->state = T_NEW;
     pthread_mutex_unlock(&t->mu);
     loom__release(&t->obj);
+  }
+  return rc;
+}
+
+loom_thread *loom__thread_start_native(const char *name, int hook,
+                                       const loom_paths *paths,
+                                       lua_CFunction body, void *ud, int *err) {
+  loom_thread *t = thread_alloc(name);
+  if (t == NULL) {
+    *err = ENOMEM;
+    return NULL;
+  }
+  t->paths.path = dup_cstr(paths->path);
+  t->paths.cpath = dup_cstr(paths->cpath);
+  if ((paths->path && !t->paths.path) || (paths->cpath && !t->paths.cpath)) {
+    thread_destroy(&t->obj);
+    *err = ENOMEM;
+    return NULL;
+  }
+  t->native = body;
+  t->native_ud = ud;
+  t->cancel_hook = hook;
+  t->state = T_RUNNING;
+  t->ident = atomic_fetch_add(&ident_counter, 1);
+  *err = launch(t);
+  if (*err != 0) {
+    thread_destroy(&t->obj);
+    return NULL;
+  }
+  return t;
+}
+
+void loom__thread_set_daemon(loom_thread *t) {
+  pthread_mutex_lock(&registry_mu);
+  pthread_mutex_lock(&t->mu);
+  if (t->state == T_RUNNING && !t->daemon) {
+    t->daemon = 1;
+    running_nondaemon--;
+    pthread_cond_broadcast(&registry_cv);
+  }
+  pthread_mutex_unlock(&t->mu);
+  pthread_mutex_unlock(&registry_mu);
+}
+
+loom_object *loom__test_thread(lua_State *L, int idx) {
+  return loom__test_object(L, idx, &thread_class);
+}
+
+int loom__thread_watch(loom_object *o, loom_watch *w, int *failed) {
+  loom_thread *t = (loom_thread *)o;
+  pthread_mutex_lock(&t->mu);
+  int done = t->state == T_DONE;
+  if (done) *failed = t->failed;
+  else loom__watch_link(&t->watchers, w);
+  pthread_mutex_unlock(&t->mu);
+  return done;
+}
+
+void loom__thread_unwatch(loom_object *o, loom_watch *w) {
+  loom_thread *t = (loom_thread *)o;
+  pthread_mutex_lock(&t->mu);
+  loom__watch_unlink(&t->watchers, w);
+  pthread_mutex_unlock(&t->mu);
+}
+
+int loom__thread_failed(loom_object *o) {
+  loom_thread *t = (loom_thread *)o;
+  pthread_mutex_lock(&t->mu);
+  int failed = t->state == T_DONE && t->failed;
+  pthread_mutex_unlock(&t->mu);
+  return failed;
+}
+
+static int thread_start(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  pthread_mutex_lock(&t->mu);
+  int state = t->state;
+  if (state == T_NEW && !t->is_main) {
+    t->state = T_RUNNING;
+    t->ident = atomic_fetch_add(&ident_counter, 1);
+  }
+  pthread_mutex_unlock(&t->mu);
+  if (t->is_main || state != T_NEW)
+    return luaL_error(L, "thread '%s' was already started", push_name(L, t));
+  int rc = launch(t);
+  if (rc != 0)
     return luaL_error(L, "cannot start thread '%s': %s", push_name(L, t),
                       strerror(rc));
-  }
   lua_settop(L, 1);
   return 1;
 }
@@ -859,10 +957,12 @@ static int thread_is_alive(lua_State *L) {
   return 1;
 }
 
-static int thread_cancel(lua_State *L) {
-  loom_thread *t = check_thread(L, 1);
-  if (t->is_main) return luaL_error(L, "cannot cancel the main thread");
+void loom__thread_cancel(loom_thread *t) {
   atomic_fetch_add_explicit(&t->cancel, 1, memory_order_seq_cst);
+  loom__thread_wake(t);
+}
+
+void loom__thread_wake(loom_thread *t) {
   pthread_mutex_lock(&t->reg_mu);
   loom_object *owner = t->wait_owner;
   pthread_cond_t *cv = t->wait_cv;
@@ -875,6 +975,19 @@ static int thread_cancel(lua_State *L) {
     pthread_mutex_unlock(mu);
     loom__release(owner);
   }
+}
+
+void loom__thread_clear_cancel(void) {
+  loom_thread *t = tls_self;
+  if (t == NULL) return;
+  atomic_store_explicit(&t->cancel, 0, memory_order_seq_cst);
+  t->hook_seen = 0;
+}
+
+static int thread_cancel(lua_State *L) {
+  loom_thread *t = check_thread(L, 1);
+  if (t->is_main) return luaL_error(L, "cannot cancel the main thread");
+  loom__thread_cancel(t);
   return 0;
 }
 
@@ -1057,6 +1170,7 @@ static int l_cpu_count(lua_State *L) {
 
 static int sentinel_gc(lua_State *L) {
   (void)L;
+  loom__pools_exit(); /* pools finish their queued work, as Python's do */
   pthread_mutex_lock(&registry_mu);
   while (running_nondaemon > 0) pthread_cond_wait(&registry_cv, &registry_mu);
   pthread_mutex_unlock(&registry_mu);

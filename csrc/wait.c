@@ -18,14 +18,21 @@
 
 #include "loom_internal.h"
 
+/* One attribute object for every condition variable: made once, only
+** read afterwards. */
+static pthread_condattr_t mono_attr;
+static int mono_rc;
+static pthread_once_t mono_once = PTHREAD_ONCE_INIT;
+
+static void make_mono_attr(void) {
+  mono_rc = pthread_condattr_init(&mono_attr);
+  if (mono_rc == 0) mono_rc = pthread_condattr_setclock(&mono_attr, CLOCK_MONOTONIC);
+}
+
 int loom__cond_init(pthread_cond_t *cv) {
-  pthread_condattr_t attr;
-  int rc = pthread_condattr_init(&attr);
-  if (rc != 0) return rc;
-  rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  if (rc == 0) rc = pthread_cond_init(cv, &attr);
-  pthread_condattr_destroy(&attr);
-  return rc;
+  pthread_once(&mono_once, make_mono_attr);
+  if (mono_rc != 0) return mono_rc;
+  return pthread_cond_init(cv, &mono_attr);
 }
 
 double loom__now(void) {

@@ -21,7 +21,8 @@ build = {
   modules = {
     ["loom.core"] = {
       sources = {
-        "csrc/core.c", "csrc/error.c", "csrc/heap.c", "csrc/object.c", "csrc/queue.c",
+        "csrc/core.c", "csrc/error.c", "csrc/future.c", "csrc/heap.c", "csrc/object.c",
+        "csrc/pool.c", "csrc/queue.c",
         "csrc/shared.c",
         "csrc/stream.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",
         "csrc/wait.c",
@@ -32,5 +33,6 @@ build = {
     },
     ["loom"] = "lua/loom/init.lua",
     ["loom.sync"] = "lua/loom/sync.lua",
+    ["loom.pool"] = "lua/loom/pool.lua",
   },
 }
