@@ -406,7 +406,9 @@ static int future_cancelled(lua_State *L) {
 }
 
 static int future_cancel(lua_State *L) {
-  lua_pushboolean(L, loom__future_cancel(L, check_future(L, 1)));
+  loom_future *f = check_future(L, 1);
+  loom__to_any_object(L, 1); /* callbacks here get this very box */
+  lua_pushboolean(L, loom__future_cancel(L, f));
   return 1;
 }
 
@@ -438,7 +440,9 @@ int loom__future_interrupt(lua_State *L, loom_future *f) {
 }
 
 static int future_interrupt(lua_State *L) {
-  lua_pushboolean(L, loom__future_interrupt(L, check_future(L, 1)));
+  loom_future *f = check_future(L, 1);
+  loom__to_any_object(L, 1); /* callbacks here get this very box */
+  lua_pushboolean(L, loom__future_interrupt(L, f));
   return 1;
 }
 

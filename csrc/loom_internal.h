@@ -68,6 +68,8 @@ void loom__push_object(lua_State *L, loom_object *o);
 /* Pushes a box for o and hands it the caller's reference (for
 ** constructors: create with refs = 1, then push_owned). */
 void loom__push_owned(lua_State *L, loom_object *o);
+/* The same for an object just made, which no state has seen yet. */
+void loom__push_new(lua_State *L, loom_object *o);
 
 /* The object in the box at idx, or a type error / "closed" error. */
 loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls);

@@ -13,6 +13,13 @@
 static const char class_key = 'c';     /* mt[&class_key] = class (lightud) */
 static const char box_cache_key = 'b'; /* registry: weak object -> box */
 
+/* A box: the object (NULL once closed), and whether the state's cache
+** knows it. loom_object ** casts of the userdata see the first field. */
+typedef struct box {
+  loom_object *o;
+  int cached;
+} box_t;
+
 void loom__object_init(loom_object *o, const loom_class *cls) {
   o->cls = cls;
   atomic_init(&o->refs, 1);
@@ -127,8 +134,10 @@ static int find_box(lua_State *L, loom_object *o) {
 ** The box is created empty (NULL) first so that an allocation error
 ** cannot leak the reference it is about to own. */
 static void new_box(lua_State *L, loom_object *o) {
-  loom_object **box = (loom_object **)lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
+  box_t *b = (box_t *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->o = NULL;
+  b->cached = 1;
+  loom_object **box = &b->o;
   push_class_meta(L, o->cls);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
@@ -137,10 +146,24 @@ static void new_box(lua_State *L, loom_object *o) {
   *box = o;
 }
 
+
 void loom__push_object(lua_State *L, loom_object *o) {
   if (find_box(L, o)) return;
   loom__retain(o);
   new_box(L, o); /* on a memory error the reference above leaks; rare */
+}
+
+/* A box for a brand-new object skips the cache (a table write, and work
+** for the collector, per future): nothing can push the object here again
+** before it leaves this state through the copier, which then caches its
+** box (loom__to_any_object). */
+void loom__push_new(lua_State *L, loom_object *o) {
+  box_t *b = (box_t *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->o = NULL;
+  b->cached = 0;
+  push_class_meta(L, o->cls);
+  lua_setmetatable(L, -2);
+  b->o = o;
 }
 
 void loom__push_owned(lua_State *L, loom_object *o) {
@@ -170,8 +193,18 @@ loom_object *loom__test_object(lua_State *L, int idx, const loom_class *cls) {
 
 loom_object *loom__to_any_object(lua_State *L, int idx) {
   const loom_class *c;
-  loom_object **box = box_of(L, idx, &c);
-  return box != NULL ? *box : NULL;
+  loom_object **bp = box_of(L, idx, &c);
+  if (bp == NULL) return NULL;
+  box_t *b = (box_t *)bp;
+  if (!b->cached && b->o != NULL) { /* leaving: it may come back here */
+    idx = lua_absindex(L, idx);
+    push_box_cache(L);
+    lua_pushvalue(L, idx);
+    lua_rawsetp(L, -2, b->o);
+    lua_pop(L, 1);
+    b->cached = 1;
+  }
+  return b->o;
 }
 
 loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls) {

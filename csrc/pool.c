@@ -69,21 +69,30 @@ static void task_free(void *p) {
   loom__value_free(&t->arg);
 }
 
+/* One per worker. A sleeping worker waits on its own cv until a submit
+** pops it off the sleepers and sets woken: exactly one wake-up per task
+** that needs one, and none while an awake worker can take the task. */
+typedef struct wslot {
+  pthread_cond_t cv;
+  int woken;
+  loom_thread *thread;  /* referenced */
+  loom_future *current; /* what it runs now, for interrupt */
+} wslot;
+
 typedef struct core {
   loom_object obj; /* its own class: the owner of cv for loom__wait */
   pthread_mutex_t mu;
-  pthread_cond_t work_cv; /* a worker sleeps for work */
   pthread_cond_t idle_cv; /* shutdown(wait) sleeps until nworkers == 0 */
   atomic_int queued;      /* length of the queue (read alone as a hint) */
   loom_future *head, *tail;
-  int sleeping;    /* workers asleep on work_cv */
   int spinning;    /* workers waiting for work without sleeping (0 or 1) */
+  int nsleep;      /* slots of the workers asleep, most recent last */
+  int *sleepers;
   int waiting;     /* workers in take() (spinning or asleep) */
   int nworkers;    /* started (or being started) and not yet ended */
-  int nthreads;    /* threads[] entries */
+  int nthreads;    /* slots in use */
   int cap;
-  loom_thread **threads;
-  loom_future **current; /* what each worker runs, for interrupt */
+  wslot **slots;
   int max_workers, cancel_hook;
   int shutdown, exiting, broken;
   int nowait; /* shut down with wait=false: the exit does not wait */
@@ -121,15 +130,19 @@ static void core_destroy(loom_object *o) {
     n = ((task *)loom__future_extra(f))->next;
     loom__release((loom_object *)f);
   }
-  for (int i = 0; i < c->nthreads; i++) loom__release((loom_object *)c->threads[i]);
-  free(c->threads);
-  free(c->current);
+  for (int i = 0; i < c->cap; i++) {
+    if (c->slots[i] == NULL) continue;
+    loom__release((loom_object *)c->slots[i]->thread);
+    pthread_cond_destroy(&c->slots[i]->cv);
+    free(c->slots[i]);
+  }
+  free(c->slots);
+  free(c->sleepers);
   free(c->broken_msg);
   free(c->prefix);
   loom__msg_free(c->init);
   loom__paths_free(&c->paths);
   pthread_mutex_destroy(&c->mu);
-  pthread_cond_destroy(&c->work_cv);
   pthread_cond_destroy(&c->idle_cv);
   free(c);
 }
@@ -137,10 +150,19 @@ static void core_destroy(loom_object *o) {
 static const loom_class core_class = {"loom.pool.core", core_destroy, NULL,
                                       NULL};
 
+/* Wakes every sleeping worker; c->mu held. */
+static void wake_all(core *c) {
+  while (c->nsleep > 0) {
+    wslot *w = c->slots[c->sleepers[--c->nsleep]];
+    w->woken = 1;
+    pthread_cond_signal(&w->cv);
+  }
+}
+
 /* Marks c shut down and wakes its sleeping workers; c->mu held. */
 static void shutdown_locked(core *c) {
   c->shutdown = 1;
-  pthread_cond_broadcast(&c->work_cv);
+  wake_all(c);
 }
 
 /* Takes the whole queue out of c (c->mu held). */
@@ -183,7 +205,8 @@ static void spin_for_work(core *c) {
 /* The next future to run, or NULL when the worker should end. */
 static loom_future *take(core *c, int slot) {
   pthread_mutex_lock(&c->mu);
-  c->current[slot] = NULL;
+  wslot *w = c->slots[slot];
+  w->current = NULL;
   c->waiting++;
   int spun = 0;
   for (;;) {
@@ -194,7 +217,7 @@ static loom_future *take(core *c, int slot) {
       if (c->head == NULL) c->tail = NULL;
       atomic_fetch_sub_explicit(&c->queued, 1, memory_order_relaxed);
       c->waiting--;
-      c->current[slot] = f;
+      w->current = f;
       pthread_mutex_unlock(&c->mu);
       return f;
     }
@@ -208,9 +231,9 @@ static loom_future *take(core *c, int slot) {
       c->spinning--;
       continue;
     }
-    c->sleeping++;
-    pthread_cond_wait(&c->work_cv, &c->mu);
-    c->sleeping--;
+    c->sleepers[c->nsleep++] = slot;
+    w->woken = 0;
+    while (!w->woken) pthread_cond_wait(&w->cv, &c->mu);
   }
   c->waiting--;
   pthread_mutex_unlock(&c->mu);
@@ -302,7 +325,7 @@ static void break_pool(lua_State *L, core *c, const char *why) {
     c->broken_msg = copy;
     copy = NULL;
     list = detach_queue(c);
-    pthread_cond_broadcast(&c->work_cv);
+    wake_all(c);
   }
   pthread_mutex_unlock(&c->mu);
   free(copy);
@@ -409,7 +432,7 @@ static int worker_main(lua_State *L) {
     fflush(stderr);
   }
   pthread_mutex_lock(&c->mu);
-  c->current[slot] = NULL;
+  c->slots[slot]->current = NULL;
   c->nworkers--;
   pthread_cond_broadcast(&c->idle_cv);
   pthread_mutex_unlock(&c->mu);
@@ -436,7 +459,7 @@ static int start_worker(core *c, int slot) {
     return err;
   }
   pthread_mutex_lock(&c->mu);
-  c->threads[slot] = t;
+  c->slots[slot]->thread = t;
   int daemon = c->nowait;
   pthread_mutex_unlock(&c->mu);
   if (daemon) loom__thread_set_daemon(t); /* shutdown{wait=false} came first */
@@ -465,18 +488,16 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
 ** globals (a reference for the caller), else NULL. */
 static code *code_of(lua_State *L, int idx) {
   if (lua_iscfunction(L, idx)) return NULL;
-  lua_Debug ar;
-  lua_pushvalue(L, idx);
-  lua_getinfo(L, ">u", &ar);
+  int nups = 0;
   lua_pushglobaltable(L);
-  for (int i = 1; i <= ar.nups; i++) {
-    lua_getupvalue(L, idx, i);
+  while (lua_getupvalue(L, idx, nups + 1) != NULL) {
     int g = lua_rawequal(L, -1, -2);
     lua_pop(L, 1);
     if (!g) {
       lua_pop(L, 1);
       return NULL;
     }
+    nups++;
   }
   lua_pop(L, 1);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &code_cache_key) != LUA_TTABLE) {
@@ -515,7 +536,7 @@ static code *code_of(lua_State *L, int idx) {
   code *k = (code *)malloc(sizeof *k + len);
   if (k == NULL) luaL_error(L, "not enough memory");
   atomic_init(&k->refs, 2); /* the box's and the caller's */
-  k->nups = ar.nups;
+  k->nups = nups;
   k->len = len;
   memcpy(k->bytes, bytes, len);
   lua_pop(L, 1);
@@ -531,22 +552,27 @@ static pool *check_pool(lua_State *L, int idx) {
   return LOOM_CHECK(L, idx, pool, &pool_class);
 }
 
-/* Makes room for one more worker slot (c->mu held); 0 when out of memory. */
+/* Makes one more worker slot (c->mu held); 0 when out of memory. */
 static int reserve_slot(core *c) {
-  if (c->nthreads < c->cap) return 1;
-  int ncap = c->cap ? c->cap * 2 : 4;
-  if (ncap > c->max_workers) ncap = c->max_workers;
-  loom_thread **t = (loom_thread **)realloc(c->threads, ncap * sizeof *t);
-  if (t == NULL) return 0;
-  c->threads = t;
-  loom_future **cur = (loom_future **)realloc(c->current, ncap * sizeof *cur);
-  if (cur == NULL) return 0;
-  c->current = cur;
-  for (int i = c->cap; i < ncap; i++) {
-    t[i] = NULL;
-    cur[i] = NULL;
+  if (c->nthreads == c->cap) {
+    int ncap = c->cap ? c->cap * 2 : 4;
+    if (ncap > c->max_workers) ncap = c->max_workers;
+    wslot **sl = (wslot **)realloc(c->slots, ncap * sizeof *sl);
+    if (sl == NULL) return 0;
+    c->slots = sl;
+    int *sp = (int *)realloc(c->sleepers, ncap * sizeof *sp);
+    if (sp == NULL) return 0;
+    c->sleepers = sp;
+    for (int i = c->cap; i < ncap; i++) sl[i] = NULL;
+    c->cap = ncap;
   }
-  c->cap = ncap;
+  wslot *w = (wslot *)calloc(1, sizeof *w);
+  if (w == NULL) return 0;
+  if (loom__cond_init(&w->cv) != 0) {
+    free(w);
+    return 0;
+  }
+  c->slots[c->nthreads] = w;
   return 1;
 }
 
@@ -558,7 +584,7 @@ static int pool_submit(lua_State *L) {
   int nargs = lua_gettop(L) - 2;
   loom_future *f = loom__future_new(sizeof(task), task_free);
   if (f == NULL) return luaL_error(L, "not enough memory");
-  loom__push_owned(L, (loom_object *)f); /* frees f if encoding raises */
+  loom__push_new(L, (loom_object *)f); /* frees f if encoding raises */
   int fbox = lua_gettop(L);
   task *t = (task *)loom__future_extra(f);
   t->nargs = nargs;
@@ -588,7 +614,11 @@ static int pool_submit(lua_State *L) {
       slot = c->nthreads++;
       c->nworkers++;
     }
-    if (c->sleeping > 0) pthread_cond_signal(&c->work_cv);
+    if (c->nsleep > 0 && queued > c->waiting - c->nsleep) {
+      wslot *w = c->slots[c->sleepers[--c->nsleep]];
+      w->woken = 1;
+      pthread_cond_signal(&w->cv);
+    }
   }
   char *broken = refuse && c->broken && c->broken_msg ? c->broken_msg : NULL;
   pthread_mutex_unlock(&c->mu);
@@ -621,9 +651,9 @@ static void interrupt_running(lua_State *L, core *c) {
   int k = 0;
   if (list != NULL)
     for (int i = 0; i < n; i++)
-      if (c->current[i] != NULL) {
-        loom__retain((loom_object *)c->current[i]);
-        list[k++] = c->current[i];
+      if (c->slots[i]->current != NULL) {
+        loom__retain((loom_object *)c->slots[i]->current);
+        list[k++] = c->slots[i]->current;
       }
   pthread_mutex_unlock(&c->mu);
   if (list == NULL) {
@@ -643,7 +673,7 @@ static int is_own_worker(core *c) {
   int own = 0;
   pthread_mutex_lock(&c->mu);
   for (int i = 0; i < c->nthreads && self != NULL; i++)
-    if (c->threads[i] == self) own = 1;
+    if (c->slots[i]->thread == self) own = 1;
   pthread_mutex_unlock(&c->mu);
   return own;
 }
@@ -677,9 +707,8 @@ static int pool_shutdown(lua_State *L) {
   while (list) { /* cancelled here, so their callbacks run here */
     loom_future *f = list;
     list = ((task *)loom__future_extra(f))->next;
-    loom__push_owned(L, (loom_object *)f); /* the queue's reference */
     loom__future_cancel(L, f);
-    lua_pop(L, 1);
+    loom__release((loom_object *)f); /* the queue's reference */
   }
   if (interrupt) interrupt_running(L, c);
   if (!wait) { /* never hold up the exit */
@@ -688,7 +717,7 @@ static int pool_shutdown(lua_State *L) {
     int n = c->nthreads;
     loom_thread **ts = (loom_thread **)malloc((n ? n : 1) * sizeof *ts);
     for (int i = 0; ts != NULL && i < n; i++) {
-      ts[i] = c->threads[i];
+      ts[i] = c->slots[i]->thread;
       if (ts[i]) loom__retain((loom_object *)ts[i]);
     }
     pthread_mutex_unlock(&c->mu);
@@ -830,12 +859,8 @@ static int l_ThreadPoolExecutor(lua_State *L) {
   int ok = c != NULL && p != NULL && (c->prefix = dup_cstr(prefix)) != NULL &&
            loom__paths_capture(L, &c->paths);
   if (ok && pthread_mutex_init(&c->mu, NULL) != 0) ok = 0;
-  else if (ok && loom__cond_init(&c->work_cv) != 0) {
+  else if (ok && loom__cond_init(&c->idle_cv) != 0) {
     pthread_mutex_destroy(&c->mu);
-    ok = 0;
-  } else if (ok && loom__cond_init(&c->idle_cv) != 0) {
-    pthread_mutex_destroy(&c->mu);
-    pthread_cond_destroy(&c->work_cv);
     ok = 0;
   }
   if (!ok) {
