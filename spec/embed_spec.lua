@@ -12,10 +12,12 @@ describe("embedding host", function()
       calls[tonumber(n)] = tonumber(call)
     end
     for i = 1, 4 do assert.is_number(calls[i], out) end
-    -- four distinct thread calls, then main's, then the host's total
+    -- four distinct thread calls, then main's, the pool sized by the host
+    -- whose workers got the hook too, then the host's total
     local seen = {}
     for i = 1, 4 do seen[calls[i]] = true end
     for c = 1, 4 do assert.is_true(seen[c], out) end
-    assert.matches("main is call 5\nhost: 5 calls in total\n$", out)
+    assert.matches("main is call 5\npool: 2 workers, host library in workers: true\n" ..
+                   "host: 5 calls in total\n$", out)
   end)
 end)

@@ -13,3 +13,11 @@ for i, t in ipairs(threads) do lines[i] = t:result() end
 table.sort(lines)
 for _, l in ipairs(lines) do print(l) end
 print(host.record("main"))
+
+-- A pool sized by the host (loom_set_default_workers(2)); its workers get
+-- the host's library from the same hook.
+local pool <close> = loom.ThreadPoolExecutor{}
+local function worker_has_host() return HOST_NAME ~= nil and host ~= nil end
+local ok = true
+for _, r in pool:map(worker_has_host, {1, 2, 3, 4}) do ok = ok and r end
+print(("pool: %d workers, host library in workers: %s"):format(pool.max_workers, tostring(ok)))
