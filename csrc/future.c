@@ -252,6 +252,17 @@ static void finish_with(lua_State *L, loom_future *f, outcome *o) {
   run_callbacks(L, f, list);
 }
 
+/* Drops the frames of the worker's own C loop from the end of a
+** traceback: what is left ends with the task. */
+static void trim_c_frames(char *tb) {
+  static const char frame[] = "\n\t[C]: in ?";
+  size_t n = sizeof frame - 1;
+  if (tb == NULL) return;
+  size_t len = strlen(tb);
+  while (len >= n && memcmp(tb + len - n, frame, n) == 0) len -= n;
+  tb[len] = '\0';
+}
+
 void loom__future_finish(lua_State *L, loom_future *f, int ok, int first,
                          int n) {
   outcome o;
@@ -268,6 +279,7 @@ void loom__future_finish(lua_State *L, loom_future *f, int ok, int first,
     loom__value_set_owned(L, first, &o.one, "error", &f->obj);
     if (lua_type(L, first) == LUA_TSTRING) {
       o.traceback = dup_str(lua_tostring(L, first + 1));
+      trim_c_frames(o.traceback);
       o.where = loom__thread_name(loom__self());
     }
   }
