@@ -128,8 +128,10 @@ loom_future *loom__test_future(lua_State *L, int idx) {
   return (loom_future *)loom__test_object(L, idx, &future_class);
 }
 
+/* Argument 1 of a method (see loom__bind_methods). */
 static loom_future *check_future(lua_State *L, int idx) {
-  return LOOM_CHECK(L, idx, loom_future, &future_class);
+  (void)idx;
+  return (loom_future *)loom__check_self(L, &future_class);
 }
 
 static char *dup_str(const char *s) {
@@ -794,6 +796,7 @@ static const luaL_Reg future_funcs[] = {
 
 void loom__open_future(lua_State *L) {
   loom__register_class(L, &future_class);
+  loom__bind_methods(L, &future_class);
   luaL_setfuncs(L, future_funcs, 0);
   lua_pushliteral(L, "FIRST_COMPLETED");
   lua_setfield(L, -2, "FIRST_COMPLETED");

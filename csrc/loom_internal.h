@@ -78,6 +78,13 @@ loom_object *loom__test_object(lua_State *L, int idx, const loom_class *cls);
 /* Any loom object at idx, else NULL (used by the copier). */
 loom_object *loom__to_any_object(lua_State *L, int idx);
 
+/* Hot methods: after loom__bind_methods(L, cls) (in the opener, once the
+** class is registered) every method of cls has the class metatable as
+** upvalue 1, and loom__check_self checks argument 1 with one comparison
+** (falling back to loom__check_object, which also gives the errors). */
+void loom__bind_methods(lua_State *L, const loom_class *cls);
+loom_object *loom__check_self(lua_State *L, const loom_class *cls);
+
 #define LOOM_CHECK(L, i, T, cls) ((T *)loom__check_object((L), (i), (cls)))
 
 /*

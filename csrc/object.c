@@ -207,6 +207,29 @@ loom_object *loom__to_any_object(lua_State *L, int idx) {
   return b->o;
 }
 
+loom_object *loom__check_self(lua_State *L, const loom_class *cls) {
+  if (lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) {
+      loom_object *o = *(loom_object **)lua_touserdata(L, 1);
+      if (o != NULL && o->cls == cls) return o;
+    }
+  }
+  return loom__check_object(L, 1, cls);
+}
+
+void loom__bind_methods(lua_State *L, const loom_class *cls) {
+  luaL_getmetatable(L, cls->name);
+  lua_getfield(L, -1, "__methods");
+  for (const luaL_Reg *r = cls->methods; r->name != NULL; r++) {
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, r->func, 1);
+    lua_setfield(L, -2, r->name);
+  }
+  lua_pop(L, 2);
+}
+
 loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls) {
   const loom_class *c;
   loom_object **box = box_of(L, idx, &c);

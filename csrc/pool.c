@@ -114,7 +114,6 @@ static int exit_started; /* under cores_mu */
 static atomic_int pool_counter;
 
 static const loom_class pool_class;
-static const char code_cache_key = 'k'; /* registry: weak fn -> code box */
 static const char code_meta[] = "loom.pool.code";
 
 /* ------------------------------------------------------------------ */
@@ -485,7 +484,8 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
 }
 
 /* The code of the Lua function at idx when its only upvalues are the
-** globals (a reference for the caller), else NULL. */
+** globals (a reference for the caller), else NULL. Called from submit,
+** whose upvalue 2 is the state's cache (weak keys: function -> code). */
 static code *code_of(lua_State *L, int idx) {
   if (lua_iscfunction(L, idx)) return NULL;
   int nups = 0;
@@ -500,16 +500,7 @@ static code *code_of(lua_State *L, int idx) {
     nups++;
   }
   lua_pop(L, 1);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &code_cache_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &code_cache_key);
-  }
+  lua_pushvalue(L, lua_upvalueindex(2)); /* this state's cache */
   lua_pushvalue(L, idx);
   if (lua_rawget(L, -2) == LUA_TUSERDATA) {
     code *k = *(code **)lua_touserdata(L, -1);
@@ -548,8 +539,9 @@ static code *code_of(lua_State *L, int idx) {
   return k;
 }
 
-static pool *check_pool(lua_State *L, int idx) {
-  return LOOM_CHECK(L, idx, pool, &pool_class);
+/* Argument 1 of a method (see loom__bind_methods). */
+static pool *check_pool(lua_State *L) {
+  return (pool *)loom__check_self(L, &pool_class);
 }
 
 /* Makes one more worker slot (c->mu held); 0 when out of memory. */
@@ -578,7 +570,7 @@ static int reserve_slot(core *c) {
 
 /* pool:submit(fn, ...) -> Future */
 static int pool_submit(lua_State *L) {
-  pool *p = check_pool(L, 1);
+  pool *p = check_pool(L);
   core *c = p->c;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int nargs = lua_gettop(L) - 2;
@@ -691,7 +683,7 @@ static int opt_flag(lua_State *L, int idx, const char *field, int dflt) {
 
 /* pool:shutdown{wait=true, cancel_futures=false, interrupt=false} */
 static int pool_shutdown(lua_State *L) {
-  pool *p = check_pool(L, 1);
+  pool *p = check_pool(L);
   core *c = p->c;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   int wait = opt_flag(L, 2, "wait", 1);
@@ -744,18 +736,19 @@ static int pool_close(lua_State *L) {
   return pool_shutdown(L);
 }
 
+/* __index, a closure over the methods table: methods first (the hot
+** path, no check), then the fields. */
 static int pool_index(lua_State *L) {
-  pool *p = check_pool(L, 1);
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  pool *p = (pool *)loom__check_object(L, 1, &pool_class);
   const char *k = lua_tostring(L, 2);
   if (k != NULL && strcmp(k, "max_workers") == 0) {
     lua_pushinteger(L, p->c->max_workers);
     return 1;
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "__methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
-  return 1;
+  return 0;
 }
 
 static int pool_tostring(lua_State *L) {
@@ -902,7 +895,6 @@ static const luaL_Reg pool_methods[] = {
 };
 
 static const luaL_Reg pool_meta[] = {
-  {"__index", pool_index},
   {"__close", pool_close},
   {"__tostring", pool_tostring},
   {NULL, NULL}
@@ -914,6 +906,21 @@ static const loom_class pool_class = {
 
 void loom__open_pool(lua_State *L) {
   loom__register_class(L, &pool_class);
+  loom__bind_methods(L, &pool_class);
+  luaL_getmetatable(L, pool_class.name);
+  lua_getfield(L, -1, "__methods");
+  lua_pushcclosure(L, pool_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_getfield(L, -1, "__methods");
+  lua_pushvalue(L, -2); /* submit: the metatable, and the code cache */
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushcclosure(L, pool_submit, 2);
+  lua_setfield(L, -2, "submit");
+  lua_pop(L, 2);
   lua_pushcfunction(L, l_ThreadPoolExecutor);
   lua_setfield(L, -2, "ThreadPoolExecutor");
   /* the Lua layer (loom/pool.lua) adds map to the methods */
