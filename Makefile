@@ -14,9 +14,12 @@ OPT     ?= -O2 -g
 WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(CFLAGS) $(WARN) -fPIC -pthread \
-             -fvisibility=hidden -I$(LUA_INCDIR) -Icsrc
+             -fvisibility=hidden -I$(LUA_INCDIR) -Icsrc $(UV_CFLAGS)
 LIBFLAG ?= -shared
 LDFLAGS ?=
+# loom.async's loop (csrc/loop.c) runs on libuv
+UV_CFLAGS = $(shell $(PKG_CONFIG) --cflags libuv 2>/dev/null)
+UV_LIBS   = $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null || echo -luv)
 
 SRCS = $(wildcard csrc/*.c)
 HDRS = $(wildcard csrc/*.h)
@@ -34,7 +37,7 @@ $(BUILD)/obj/%.o: csrc/%.c $(HDRS)
 
 $(SO): $(OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) $(ALL_CFLAGS) $(OBJS) -o $@ $(LDFLAGS)
+	$(CC) $(LIBFLAG) $(ALL_CFLAGS) $(OBJS) -o $@ $(LDFLAGS) $(UV_LIBS)
 
 # The embedding example: a C host with loom linked in (a host links liblua;
 # the module itself never does).
@@ -42,7 +45,7 @@ EMBED = examples/embed/host
 embed: $(EMBED)
 $(EMBED): examples/embed/host.c $(SRCS) $(HDRS)
 	$(CC) $(ALL_CFLAGS) -fvisibility=default examples/embed/host.c $(SRCS) -o $@ \
-	  $$($(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) -lm -ldl
+	  $$($(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) -lm -ldl $(UV_LIBS)
 
 # Installs what building and testing need on Debian (once; needs root).
 deps:

@@ -68,6 +68,7 @@ LOOM_API int luaopen_loom_core(lua_State *L) {
   loom__open_queue(L);
   loom__open_future(L);
   loom__open_pool(L);
+  loom__open_loop(L);
   lua_pushcfunction(L, l_now);
   lua_setfield(L, -2, "now");
   lua_pushliteral(L, LOOM_VERSION);

@@ -57,6 +57,7 @@ int loom__raise(lua_State *L, const char *kind, const char *fmt, ...) {
 
 int loom__is_error(lua_State *L, int idx, const char *kind) {
   int ok = 0;
+  idx = lua_absindex(L, idx);
   if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;
   luaL_getmetatable(L, ERROR_META);
   if (lua_rawequal(L, -1, -2)) {

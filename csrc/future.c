@@ -540,12 +540,7 @@ static void multiwait_destroy(loom_object *o) {
     mwnode *nd = &mw->nodes[i];
     if (nd->o == NULL) continue;
     if (nd->is_thread) loom__thread_unwatch(nd->o, &nd->w);
-    else {
-      loom_future *f = (loom_future *)nd->o;
-      pthread_mutex_lock(&f->mu);
-      loom__watch_unlink(&f->watchers, &nd->w);
-      pthread_mutex_unlock(&f->mu);
-    }
+    else loom__future_unwatch(nd->o, &nd->w);
     loom__release(nd->o);
   }
   pthread_mutex_destroy(&mw->mu);
@@ -593,16 +588,8 @@ static void watch_node(multiwait *mw, int i) {
   int failed = 0, done;
   nd->w.fire = node_fire;
   nd->mw = mw;
-  if (nd->is_thread) {
-    done = loom__thread_watch(nd->o, &nd->w, &failed);
-  } else {
-    loom_future *f = (loom_future *)nd->o;
-    pthread_mutex_lock(&f->mu);
-    done = f->state == F_CANCELLED || f->state == F_FINISHED;
-    failed = f->state == F_FINISHED && f->failed;
-    if (!done) loom__watch_link(&f->watchers, &nd->w);
-    pthread_mutex_unlock(&f->mu);
-  }
+  done = nd->is_thread ? loom__thread_watch(nd->o, &nd->w, &failed)
+                      : loom__future_watch(nd->o, &nd->w, &failed);
   if (done) {
     pthread_mutex_lock(&mw->mu);
     mark_done(mw, i, failed);
@@ -676,6 +663,23 @@ static multiwait *new_multiwait(lua_State *L, int idx) {
     watch_node(mw, i);
   }
   return mw;
+}
+
+int loom__future_watch(loom_object *o, loom_watch *w, int *failed) {
+  loom_future *f = (loom_future *)o;
+  pthread_mutex_lock(&f->mu);
+  int done = f->state == F_CANCELLED || f->state == F_FINISHED;
+  *failed = f->state == F_FINISHED && f->failed;
+  if (!done) loom__watch_link(&f->watchers, w);
+  pthread_mutex_unlock(&f->mu);
+  return done;
+}
+
+void loom__future_unwatch(loom_object *o, loom_watch *w) {
+  loom_future *f = (loom_future *)o;
+  pthread_mutex_lock(&f->mu);
+  loom__watch_unlink(&f->watchers, w);
+  pthread_mutex_unlock(&f->mu);
 }
 
 /* Waits (mw->mu held) until pred holds or the deadline passes; returns

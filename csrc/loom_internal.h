@@ -332,6 +332,9 @@ void loom__future_finish(lua_State *L, loom_future *f, int ok, int first,
 /* Fails a pending or running future with a loom error value. */
 void loom__future_fail(lua_State *L, loom_future *f, const char *kind,
                        const char *message);
+/* Like loom__thread_watch, for a future (loom.async awaits them). */
+int loom__future_watch(loom_object *f, loom_watch *w, int *failed);
+void loom__future_unwatch(loom_object *f, loom_watch *w);
 /* Python's cancel(): only while pending; runs the callbacks in L. */
 int loom__future_cancel(lua_State *L, loom_future *f);
 /* Beyond Python: a running task gets the cancellation error at its
@@ -387,6 +390,7 @@ void loom__open_shared(lua_State *L); /* shared.c: loom.shared */
 void loom__open_queue(lua_State *L);  /* queue.c: Queue family, select */
 void loom__open_future(lua_State *L); /* future.c: wait, as_completed */
 void loom__open_pool(lua_State *L);   /* pool.c: ThreadPoolExecutor */
+void loom__open_loop(lua_State *L);   /* loop.c: the core of loom.async */
 
 #pragma GCC visibility pop
 

@@ -16,20 +16,25 @@ and an async event loop.]],
 dependencies = {
   "lua >= 5.4, < 5.5",
 }
+-- loom.async's event loop runs on libuv (Debian: libuv1-dev)
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+}
 build = {
   type = "builtin",
   modules = {
     ["loom.core"] = {
       sources = {
         "csrc/core.c", "csrc/error.c", "csrc/future.c", "csrc/heap.c", "csrc/object.c",
-        "csrc/pool.c", "csrc/queue.c",
+        "csrc/loop.c", "csrc/pool.c", "csrc/queue.c",
         "csrc/shared.c",
         "csrc/stream.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",
         "csrc/wait.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
-      incdirs = { "csrc" },
-      libraries = { "pthread" },
+      incdirs = { "csrc", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)" },
+      libraries = { "pthread", "uv" },
     },
     ["loom"] = "lua/loom/init.lua",
     ["loom.sync"] = "lua/loom/sync.lua",
