@@ -616,6 +616,16 @@ static int fut_tostring(lua_State *L) {
   return 1;
 }
 
+/* task:uncancel(): drops a cancellation not yet delivered (for timeout
+** and task groups, which cancel a task and then take it back). Returns
+** whether there was one. */
+static int task_uncancel(lua_State *L) {
+  afut *t = check_task(L, 1);
+  lua_pushboolean(L, t->cancel_req);
+  t->cancel_req = 0;
+  return 1;
+}
+
 static int task_get_name(lua_State *L) {
   push_name(L, 1, check_task(L, 1));
   return 1;
@@ -735,13 +745,17 @@ static void report_slow(aloop *l, afut *t, int tidx, double took) {
   lua_pop(L, 1);
 }
 
+/* Closes a coroutine that failed: its pending to-be-closed variables are
+** closed now, with its error, and an error raised by one of them takes
+** its place. Leaves the final error on top of co. */
 static void close_coroutine(lua_State *co, lua_State *from) {
 #if LUA_VERSION_RELEASE_NUM >= 50406
-  lua_closethread(co, from);
+  int status = lua_closethread(co, from);
 #else
   (void)from;
-  lua_resetthread(co);
+  int status = lua_resetthread(co);
 #endif
+  if (status == LUA_OK) lua_pushnil(co); /* cannot happen: it had failed */
 }
 
 /* Pushes the userdata of a live task. */
@@ -784,6 +798,7 @@ static void step(aloop *l, afut *t) {
     } else {
       luaL_checkstack(L, 8, NULL);
       tidx = push_live(l, t);
+      close_coroutine(t->co, L); /* runs its pending __close handlers */
       lua_xmove(t->co, L, 1);
       state = loom__is_error(L, -1, "cancelled") ? S_CANCELLED : S_ERROR;
       if (state == S_CANCELLED && t->cancel_msg == NULL) {
@@ -798,7 +813,6 @@ static void step(aloop *l, afut *t) {
         lua_replace(L, -2);
       }
       set_uv(L, tidx, UV_RESULT);
-      close_coroutine(t->co, L); /* runs its pending __close handlers */
     }
     if (l->slow > 0 && loom__now() - t0 > l->slow) {
       int at = tidx ? tidx : push_live(l, t);
@@ -978,6 +992,7 @@ static const luaL_Reg task_methods[] = {
   {"exception", fut_exception}, {"cancel", fut_cancel},
   {"add_done_callback", fut_add_done_callback}, {"await", fut_await},
   {"get_name", task_get_name}, {"set_name", task_set_name},
+  {"uncancel", task_uncancel},
   {NULL, NULL}
 };
 

@@ -39,5 +39,6 @@ build = {
     ["loom"] = "lua/loom/init.lua",
     ["loom.sync"] = "lua/loom/sync.lua",
     ["loom.pool"] = "lua/loom/pool.lua",
+    ["loom.async"] = "lua/loom/async.lua",
   },
 }
