@@ -40,5 +40,6 @@ build = {
     ["loom.sync"] = "lua/loom/sync.lua",
     ["loom.pool"] = "lua/loom/pool.lua",
     ["loom.async"] = "lua/loom/async.lua",
+    ["loom.async_sync"] = "lua/loom/async_sync.lua",
   },
 }

@@ -384,4 +384,6 @@ function async.to_thread(fn, ...)
   return await(default_pool:submit(fn, ...))
 end
 
+require("loom.async_sync")(async, loom)
+
 return async
