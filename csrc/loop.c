@@ -32,7 +32,7 @@
 enum { S_PENDING, S_OK, S_ERROR, S_CANCELLED };
 enum { W_NONE, W_READY, W_SLEEP, W_FUT, W_CROSS };
 /* uservalues of a future's userdata */
-enum { UV_CO = 1, UV_RESULT, UV_CALLBACKS, UV_NAME, NUV = 4 };
+enum { UV_CO = 1, UV_RESULT, UV_CALLBACKS, UV_NAME, UV_DEFINED, NUV = 5 };
 
 #define FUTURE_META "loom.async.Future"
 #define TASK_META "loom.async.Task"
@@ -660,6 +660,13 @@ static afut *spawn(lua_State *L, aloop *l, int idx, int n, const char *name) {
     lua_pushstring(L, name);
     set_uv(L, tidx, UV_NAME);
   }
+  if (l->slow > 0) { /* debug: where the task's function is, for reports */
+    lua_Debug ar;
+    lua_pushvalue(L, idx);
+    lua_getinfo(L, ">S", &ar);
+    lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+    set_uv(L, tidx, UV_DEFINED);
+  }
   luaL_checkstack(co, n + 1, "too many arguments");
   for (int i = 0; i <= n; i++) lua_pushvalue(L, idx + i);
   lua_xmove(L, co, n + 1);
@@ -734,13 +741,19 @@ static void run_due(aloop *l) {
 static void report_slow(aloop *l, afut *t, int tidx, double took) {
   lua_State *L = l->L;
   lua_Debug ar;
-  char where[256] = "where it ended";
+  char where[256];
   if (t->state == S_PENDING && lua_getstack(t->co, 1, &ar) &&
-      lua_getinfo(t->co, "Sl", &ar))
-    snprintf(where, sizeof where, "%s:%d", ar.short_src, ar.currentline);
+      lua_getinfo(t->co, "Sl", &ar)) {
+    snprintf(where, sizeof where, "ended at %s:%d", ar.short_src, ar.currentline);
+  } else {
+    push_uv(L, tidx, UV_DEFINED);
+    snprintf(where, sizeof where, "ran to the end of the function at %s",
+             lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 1);
+  }
   const char *name = push_name(L, tidx, t);
   fprintf(stderr, "loom.async: task '%s' blocked the loop for %.3f seconds "
-          "(a step that ended at %s)\n", name, took, where);
+          "(a step that %s)\n", name, took, where);
   fflush(stderr);
   lua_pop(L, 1);
 }
