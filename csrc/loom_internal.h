@@ -351,11 +351,14 @@ int loom__thread_failed(loom_object *t);
 
 /* Pool workers (pool.c): a loom thread whose state runs body(ud) (called
 ** as a Lua C function with ud as its light userdata argument) instead of
-** a copied function. Returns the thread with a reference for the caller,
-** or NULL with *err set to an errno. */
+** a copied function; failed(ud) runs instead when no state could be made
+** for it. Returns the thread with a reference for the caller, or NULL
+** with *err set to an errno (then neither runs). */
 loom_thread *loom__thread_start_native(const char *name, int cancel_hook,
                                        const loom_paths *paths,
-                                       lua_CFunction body, void *ud, int *err);
+                                       lua_CFunction body,
+                                       void (*failed)(void *ud), void *ud,
+                                       int *err);
 /* A malloc'd copy of t's name (t NULL: the main thread's); NULL on OOM. */
 char *loom__thread_name(loom_thread *t);
 /* Makes a running thread a daemon: the exit no longer waits for it. */

@@ -415,12 +415,40 @@ static int worker_loop(lua_State *L) {
   return 0;
 }
 
+/* Ends worker `slot`'s part in c: also called when its thread could not
+** make its state, so that shutdown does not wait for it. */
+static void worker_end(core *c, int slot) {
+  pthread_mutex_lock(&c->mu);
+  c->slots[slot]->current = NULL;
+  c->nworkers--;
+  pthread_cond_broadcast(&c->idle_cv);
+  pthread_mutex_unlock(&c->mu);
+  loom__release(&c->obj);
+}
+
+static void worker_failed(void *ud) {
+  void **arg = (void **)ud;
+  core *c = (core *)arg[0];
+  int slot = (int)(intptr_t)arg[1];
+  free(arg);
+  worker_end(c, slot);
+}
+
 /* A worker thread's body (a native loom thread). */
 static int worker_main(lua_State *L) {
   void **arg = (void **)lua_touserdata(L, 1);
   core *c = (core *)arg[0];
   int slot = (int)(intptr_t)arg[1];
   free(arg);
+  /* the worker names itself in its slot before it runs anything, so that
+  ** its first task is already known as one of the pool's */
+  loom_thread *self = loom__self();
+  loom__retain((loom_object *)self);
+  pthread_mutex_lock(&c->mu);
+  c->slots[slot]->thread = self;
+  int daemon = c->nowait;
+  pthread_mutex_unlock(&c->mu);
+  if (daemon) loom__thread_set_daemon(self); /* shutdown{wait=false} came first */
   lua_settop(L, 0);
   lua_pushcfunction(L, worker_loop);
   lua_pushlightuserdata(L, c);
@@ -430,12 +458,7 @@ static int worker_main(lua_State *L) {
             lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object)");
     fflush(stderr);
   }
-  pthread_mutex_lock(&c->mu);
-  c->slots[slot]->current = NULL;
-  c->nworkers--;
-  pthread_cond_broadcast(&c->idle_cv);
-  pthread_mutex_unlock(&c->mu);
-  loom__release(&c->obj);
+  worker_end(c, slot);
   return 0;
 }
 
@@ -451,17 +474,14 @@ static int start_worker(core *c, int slot) {
   loom__retain(&c->obj); /* the worker's */
   int err = 0;
   loom_thread *t = loom__thread_start_native(name, c->cancel_hook, &c->paths,
-                                             worker_main, arg, &err);
+                                             worker_main, worker_failed, arg,
+                                             &err);
   if (t == NULL) {
     free(arg);
     loom__release(&c->obj);
     return err;
   }
-  pthread_mutex_lock(&c->mu);
-  c->slots[slot]->thread = t;
-  int daemon = c->nowait;
-  pthread_mutex_unlock(&c->mu);
-  if (daemon) loom__thread_set_daemon(t); /* shutdown{wait=false} came first */
+  loom__release((loom_object *)t); /* the worker keeps its own in its slot */
   return 0;
 }
 
@@ -808,16 +828,18 @@ static int l_ThreadPoolExecutor(lua_State *L) {
   if (lua_getfield(L, 1, "max_workers") != LUA_TNIL) {
     int isint;
     lua_Integer n = lua_tointegerx(L, -1, &isint);
-    if (!isint) return luaL_argerror(L, 1, "field 'max_workers' must be an integer");
+    if (!isint || lua_type(L, -1) != LUA_TNUMBER)
+      return luaL_argerror(L, 1, "field 'max_workers' must be an integer");
     if (n <= 0) return luaL_argerror(L, 1, "max_workers must be greater than 0");
     luaL_argcheck(L, n <= MAX_WORKERS, 1, "max_workers is too large");
     max = (int)n;
   }
   const char *prefix = NULL;
   if (lua_getfield(L, 1, "thread_name_prefix") != LUA_TNIL) {
-    prefix = lua_tostring(L, -1);
     luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1,
                   "field 'thread_name_prefix' must be a string");
+    prefix = lua_tostring(L, -1);
+    if (*prefix == '\0') prefix = NULL; /* Python: the default prefix */
   }
   int hook = lua_getfield(L, 1, "cancel_hook") != LUA_TNIL && lua_toboolean(L, -1);
   int init_t = lua_getfield(L, 1, "initializer"); /* 5 */

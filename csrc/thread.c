@@ -58,6 +58,7 @@ struct loom_thread {
   pthread_mutex_t *wait_mu;
   loom_thread *prev, *next; /* running list, under registry_mu */
   lua_CFunction native; /* pool workers: a C body instead of `start` */
+  void (*native_failed)(void *ud); /* the body never ran: no state */
   void *native_ud;
   loom_watch *watchers; /* fired once when done, under mu */
 };
@@ -488,6 +489,7 @@ static int run_job(loom_thread *t) {
   tls_ident = t->ident;
   lua_State *L = loom__state_open(&t->paths, err, sizeof err);
   if (L == NULL) {
+    if (t->native_failed) t->native_failed(t->native_ud);
     finish(t, NULL, err);
   } else {
     lua_pushcfunction(L, run_body);
@@ -783,7 +785,9 @@ static int launch(loom_thread *t) {
 
 loom_thread *loom__thread_start_native(const char *name, int hook,
                                        const loom_paths *paths,
-                                       lua_CFunction body, void *ud, int *err) {
+                                       lua_CFunction body,
+                                       void (*failed)(void *ud), void *ud,
+                                       int *err) {
   loom_thread *t = thread_alloc(name);
   if (t == NULL) {
     *err = ENOMEM;
@@ -797,6 +801,7 @@ loom_thread *loom__thread_start_native(const char *name, int hook,
     return NULL;
   }
   t->native = body;
+  t->native_failed = failed;
   t->native_ud = ud;
   t->cancel_hook = hook;
   t->state = T_RUNNING;
