@@ -81,6 +81,9 @@ struct aloop {
   int ninbox, capinbox;
 };
 
+/* While tasks are ready, timers and wake-ups are looked at this often. */
+#define POLL_EVERY 200e-6
+
 static LOOM_TLS aloop *tls_loop;
 static atomic_uint_fast64_t loop_ids = 1;
 static atomic_uint_fast64_t task_ids = 1;
@@ -861,9 +864,21 @@ static void run_ready(aloop *l) {
 /* Runs the loop until *stop says so, or nothing can happen any more
 ** (returns 0 then). */
 static int run_until(aloop *l, int (*stop)(aloop *, void *), void *ud) {
+  double last_poll = 0;
   while (!stop(l, ud)) {
-    int alive = uv_run(&l->uv, l->rcount ? UV_RUN_NOWAIT : UV_RUN_ONCE);
-    if (l->rcount == 0 && !alive && !stop(l, ud)) return 0;
+    if (l->rcount == 0) {
+      int alive = uv_run(&l->uv, UV_RUN_ONCE);
+      last_poll = loom__now();
+      if (l->rcount == 0 && !alive && !stop(l, ud)) return 0;
+    } else if (uv_loop_alive(&l->uv)) {
+      /* tasks are ready: look at timers and wake-ups without waiting, but
+      ** not on every turn (a poll is a system call) */
+      double now = loom__now();
+      if (now - last_poll >= POLL_EVERY) {
+        uv_run(&l->uv, UV_RUN_NOWAIT);
+        last_poll = now;
+      }
+    }
     run_ready(l);
   }
   return 1;
