@@ -1167,12 +1167,14 @@ again:
       return luaL_error(L, "not enough memory to select");
     /* register on every queue; stop early if one has become ready */
     w->fired = 0;
-    int ready = 0;
+    int ready = 0, nclosed = 0;
     for (int k = 0; k < n && !ready; k++) {
       queue *q = qs[k];
       selnode *s = &w->nodes[k];
       /* link first, then check under lk: a put either sees nsel (and
-      ** fires w under mu) or its item is seen here */
+      ** fires w under mu) or its item is seen here. A close() since the
+      ** last poll fired only the waiters linked before it, so closed
+      ** queues are counted here too (under mu, which close() holds) */
       pthread_mutex_lock(&q->mu);
       s->w = w;
       s->q = q;
@@ -1185,9 +1187,11 @@ again:
       atomic_fetch_add_explicit(&q->nsel, 1, memory_order_relaxed);
       qlock(q);
       ready = qcount(q) > 0;
+      nclosed += qclosed(q);
       qunlock(q);
       pthread_mutex_unlock(&q->mu);
     }
+    if (nclosed == n) ready = 1; /* the poll will say "closed" */
     if (!ready) {
       pthread_mutex_lock(&w->mu);
       while (!w->fired && rc != ETIMEDOUT && rc != LOOM_CANCELLED)

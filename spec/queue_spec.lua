@@ -501,6 +501,52 @@ describe("queues", function()
       assert.are.same({ nil, "closed" }, { t:result(10) })
     end)
 
+    -- issue #14: a close() landing between a select's last poll and its
+    -- registration as a waiter was missed, and the select slept until its
+    -- timeout. The window is narrow: repeat the scenario many rounds (about
+    -- 3% of rounds hit it before the fix), within a time budget.
+    it("never sleeps through a close (4 selectors, 4 Queue(8), many rounds)", function()
+      local T = 2 -- per select; a missed close costs the whole of it
+      local per, rounds = scaled(1000), 300
+      local stop = loom.now() + (os.getenv("LOOM_SANITIZER") and 8 or 5)
+      for round = 1, rounds do
+        local qs = {}
+        for i = 1, 4 do qs[i] = loom.Queue(8) end
+        local consumers, producers = {}, {}
+        for c = 1, 4 do
+          consumers[c] = spawn(function(list, timeout)
+            local loom = require "loom"
+            local n = 0
+            while true do
+              local q, why = loom.select(list, timeout)
+              if q == nil then return n, why, loom.now() end
+              n = n + 1
+            end
+          end, qs, T)
+        end
+        for p = 1, 4 do
+          producers[p] = spawn(function(q, count)
+            for i = 1, count do q:put(i) end
+            q:close()
+            return require("loom").now()
+          end, qs[p], per)
+        end
+        local closed_at = 0
+        for p = 1, 4 do closed_at = math.max(closed_at, producers[p]:result(30)) end
+        local total = 0
+        for c = 1, 4 do
+          local n, why, at = consumers[c]:result(30)
+          assert.are.equal("closed", why)
+          assert(at - closed_at < T / 2, ("round %d: a select returned %.3f s after " ..
+            "the last close"):format(round, at - closed_at))
+          total = total + n
+        end
+        assert.are.equal(4 * per, total)
+        helpers.join_all(10)
+        if loom.now() > stop then break end
+      end
+    end)
+
     it("rejects what is not a list of queues", function()
       assert.matches("at least one", errmsg(loom.select, {}))
       assert.matches("queues%[2%]", errmsg(loom.select, { loom.Queue(), {} }))
