@@ -31,11 +31,12 @@ void loom__release(loom_object *o) {
 static loom_object **box_of(lua_State *L, int idx, const loom_class **cls);
 
 /* __gc: drop the box's reference; safe to call twice, and a no-op on
-** anything that is not a loom box. */
+** anything that is not a box of this class (upvalue 1). */
 static int box_gc(lua_State *L) {
   const loom_class *cls;
   loom_object **box = box_of(L, 1, &cls);
-  if (box != NULL && *box != NULL) {
+  if (box != NULL && *box != NULL &&
+      cls == (const loom_class *)lua_touserdata(L, lua_upvalueindex(1))) {
     loom_object *o = *box;
     *box = NULL;
     loom__release(o);
@@ -62,7 +63,8 @@ void loom__register_class(lua_State *L, const loom_class *cls) {
   }
   lua_pushlightuserdata(L, (void *)cls);
   lua_rawsetp(L, -2, &class_key);
-  lua_pushcfunction(L, box_gc);
+  lua_pushlightuserdata(L, (void *)cls);
+  lua_pushcclosure(L, box_gc, 1);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, box_tostring);
   lua_setfield(L, -2, "__tostring");

@@ -655,7 +655,8 @@ static void batch_clear(batch *b) {
 }
 
 static int batch_gc(lua_State *L) {
-  batch_clear((batch *)luaL_checkudata(L, 1, batch_meta));
+  batch *b = (batch *)luaL_testudata(L, 1, batch_meta);
+  if (b != NULL) batch_clear(b);
   return 0;
 }
 
@@ -1313,6 +1314,8 @@ void loom__open_queue(lua_State *L) {
   if (luaL_newmetatable(L, batch_meta)) {
     lua_pushcfunction(L, batch_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushstring(L, batch_meta);
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
   register_queue_class(L, &fifo_class);

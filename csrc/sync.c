@@ -178,7 +178,7 @@ static int guard_close(lua_State *L) {
 /* __gc of a guard never closed: drops the reference, leaves the lock as
 ** it is (releasing at some later collection would hide the bug). */
 static int guard_gc(lua_State *L) {
-  guard *g = (guard *)lua_touserdata(L, 1);
+  guard *g = (guard *)luaL_testudata(L, 1, GUARD_META);
   if (g != NULL && g->o != NULL) {
     loom_object *o = g->o;
     g->o = NULL;
@@ -208,6 +208,8 @@ static void register_guard(lua_State *L) {
     luaL_setfuncs(L, meta, 0);
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, GUARD_META); /* protected like the classes' */
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
 }
