@@ -189,6 +189,13 @@ void loom__value_free(loom_value *v); /* leaves v as nil */
 ** of a container, which nobody else would free). Returns 0, with nothing
 ** pushed, when v was a stream whose writer failed: the value never was. */
 int loom__value_take(lua_State *L, loom_value *v);
+/* The same, but an error while decoding is not raised: returns -1 with
+** the error value pushed. A message is then left in v as it was (it may
+** be put back where it came from); a stream, which is read only once, is
+** freed as loom__value_take frees it. */
+int loom__value_try_take(lua_State *L, loom_value *v);
+/* Whether v carries a stream (which can be taken once, never pushed). */
+int loom__value_is_streamed(const loom_value *v);
 
 /*
 ** ---------------------------------------------------------------------

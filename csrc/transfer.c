@@ -1748,24 +1748,35 @@ int loom__value_is_stream(const loom_value *v, const loom_stream *s) {
   return v->u.x.tag == V_STREAM && v->u.x.v.p == (const void *)s;
 }
 
-int loom__value_take(lua_State *L, loom_value *v) {
+int loom__value_try_take(lua_State *L, loom_value *v) {
   if (v->u.s.tag != V_MSG && v->u.s.tag != V_STREAM) {
     loom__value_push(L, v); /* cannot fail but for memory */
     loom__value_free(v);
     return 1;
   }
-  /* decoding may require a module that is missing: protect it, so the
-  ** message is freed either way */
+  /* decoding may require a module that is missing: protect it */
   lua_pushcfunction(L, take_body);
   lua_pushlightuserdata(L, v);
   int status = lua_pcall(L, 1, 1, 0);
+  if (status != LUA_OK && v->u.s.tag == V_MSG) return -1; /* v intact */
   loom__value_free(v);
   if (status == LUA_OK) return 1;
   if (lua_touserdata(L, -1) == (void *)&aborted_key) {
     lua_pop(L, 1);
     return 0;
   }
+  return -1;
+}
+
+int loom__value_take(lua_State *L, loom_value *v) {
+  int r = loom__value_try_take(L, v);
+  if (r >= 0) return r;
+  loom__value_free(v); /* the message is freed either way */
   return lua_error(L);
+}
+
+int loom__value_is_streamed(const loom_value *v) {
+  return v->u.s.tag == V_STREAM;
 }
 
 void loom__value_free(loom_value *v) {

@@ -407,6 +407,56 @@ describe("queues", function()
       q:put_many({ 3, 1, { 2, "two" }, 0 })
       assert.are.same({ 0, 1, { 2, "two" }, 3 }, q:get_many(10))
     end)
+
+    -- issue #14.3: an item the receiver cannot decode (it names a module
+    -- the thread cannot require) made get_many raise, and the rest of the
+    -- batch, already out of the queue, was lost.
+    it("get_many loses nothing when an item cannot be decoded", function()
+      local name = "loom_spec_module_only_in_main"
+      package.loaded[name] = { here = true }
+      local mod = package.loaded[name]
+      local function drain(q)
+        return spawn(function(qq)
+          local calls = {}
+          for _ = 1, 3 do
+            local ok, items, got = pcall(qq.get_many, qq, 10, 0.01)
+            calls[#calls + 1] = ok and { items, got } or { "error", tostring(items) }
+          end
+          return calls, qq:qsize()
+        end, q):result(10)
+      end
+      local cases = {
+        { loom.Queue(), { 1, 2, mod, 3, 4 }, { 1, 2 }, { 3, 4 } },
+        { loom.Queue(3), { "a", mod, "b" }, { "a" }, { "b" } },
+        { loom.SimpleQueue(), { 1, 2, mod, 3, 4 }, { 1, 2 }, { 3, 4 } },
+        { loom.LifoQueue(), { 1, 2, mod, 3, 4 }, { 4, 3 }, { 2, 1 } },
+        { loom.PriorityQueue(), { { 1, "a" }, { 2, "b" }, { 3, mod }, { 4, "c" } },
+          { { 1, "a" }, { 2, "b" } }, { { 4, "c" } } },
+      }
+      for i, case in ipairs(cases) do
+        local q, items, before, after = case[1], case[2], case[3], case[4]
+        assert.is_true(q:put_many(items))
+        local calls, left = drain(q)
+        -- the items before the bad one; then the bad one's error (it is
+        -- consumed, as get would); then the items after it
+        assert.are.same({ before, #before }, calls[1], "case " .. i)
+        assert.are.equal("error", calls[2][1], "case " .. i)
+        assert.matches(name, calls[2][2], 1, true)
+        assert.are.same({ after, #after }, calls[3], "case " .. i)
+        assert.are.equal(0, left)
+        if q.task_done then
+          q:task_done(#items)
+          assert.is_true(q:join(0))
+        end
+      end
+      -- a bad first item is raised at once and the rest stays
+      local q = loom.Queue()
+      q:put_many({ mod, "x", "y" })
+      local calls = drain(q)
+      assert.are.equal("error", calls[1][1])
+      assert.are.same({ { "x", "y" }, 2 }, calls[2])
+      package.loaded[name] = nil
+    end)
   end)
 
   describe("cancellation", function()
