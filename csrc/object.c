@@ -44,15 +44,21 @@ static int box_gc(lua_State *L) {
   return 0;
 }
 
+int loom__tostring_closed(lua_State *L) {
+  const loom_class *cls;
+  loom_object **box = box_of(L, 1, &cls);
+  if (box == NULL || *box != NULL) return 0;
+  lua_pushfstring(L, "%s (closed)", cls->name);
+  return 1;
+}
+
 static int box_tostring(lua_State *L) {
-  loom_object **box = (loom_object **)lua_touserdata(L, 1);
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "__name");
-  const char *name = lua_tostring(L, -1);
-  if (*box == NULL)
-    lua_pushfstring(L, "%s (closed)", name ? name : "loom object");
-  else
-    lua_pushfstring(L, "%s: %p", name ? name : "loom object", (void *)*box);
+  const loom_class *cls;
+  loom_object **box = box_of(L, 1, &cls);
+  if (box == NULL) /* reached through debug with something else */
+    return luaL_typeerror(L, 1, "loom object");
+  if (*box == NULL) lua_pushfstring(L, "%s (closed)", cls->name);
+  else lua_pushfstring(L, "%s: %p", cls->name, (void *)*box);
   return 1;
 }
 

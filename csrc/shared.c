@@ -792,6 +792,7 @@ static int shared_snapshot(lua_State *L) {
 }
 
 static int shared_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   shared_obj *s = check_shared(L, 1);
   pthread_mutex_lock(&s->mu);
   size_t n = s->count;

@@ -319,6 +319,7 @@ static int lock_with(lua_State *L) {
 }
 
 static int lock_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   lock_obj *k = CHECK(L, lock_obj, &lock_class);
   lua_pushfstring(L, "loom.Lock (%s): %p",
                   atomic_load(&k->cl.state) ? "locked" : "unlocked", (void *)k);
@@ -444,6 +445,7 @@ static int rlock_with(lua_State *L) {
 }
 
 static int rlock_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   rlock_obj *r = CHECK(L, rlock_obj, &rlock_class);
   int owned = rlock_owned(r);
   lua_pushfstring(L, "loom.RLock (%s%s): %p",
@@ -894,6 +896,7 @@ static int sem_index(lua_State *L) {
 }
 
 static int sem_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   sem_obj *s = check_sem(L);
   lua_pushfstring(L, "%s (value=%I): %p", s->obj.cls->name,
                   (lua_Integer)atomic_load(&s->value), (void *)s);
@@ -1019,6 +1022,7 @@ static int event_wait(lua_State *L) {
 }
 
 static int event_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   event_obj *e = check_event(L);
   lua_pushfstring(L, "loom.Event (%s): %p",
                   atomic_load(&e->flag) ? "set" : "unset", (void *)e);
@@ -1270,6 +1274,7 @@ static int barrier_index(lua_State *L) {
 }
 
 static int barrier_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   barrier_obj *b = check_barrier(L);
   pthread_mutex_lock(&b->mu);
   int broken = b->state == B_BROKEN;

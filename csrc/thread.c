@@ -929,6 +929,7 @@ static int thread_newindex(lua_State *L) {
 }
 
 static int thread_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   loom_thread *t = check_thread(L, 1);
   static const char *const names[] = {"initial", "started", "stopped"};
   pthread_mutex_lock(&t->mu);

@@ -127,6 +127,34 @@ print(#problems == 0 and "ok" or table.concat(problems, "; "), n)
     assert.matches("^ok", out)
   end)
 
+  -- issue #14.4: tostring raised "object is closed" for most classes.
+  it("tostring of a closed box of every class says \"<class> (closed)\"", function()
+    local objects = {
+      loom.Lock(), loom.RLock(), loom.Condition(), loom.Semaphore(),
+      loom.BoundedSemaphore(), loom.Event(), loom.Barrier(2),
+      loom.Thread { target = function() end }, loom.shared(),
+      loom.Queue(), loom.LifoQueue(), loom.PriorityQueue(), loom.SimpleQueue(),
+    }
+    for _, obj in ipairs(objects) do
+      local class = getmetatable(obj)
+      assert.matches("^" .. class:gsub("%.", "%%.") .. "[ :(]", tostring(obj))
+      debug.getmetatable(obj).__gc(obj) -- what collecting the box does
+      local ok, s = pcall(tostring, obj)
+      assert.is_true(ok, class .. ": " .. tostring(s))
+      assert.are.equal(class .. " (closed)", s)
+    end
+    -- the ordinary way to meet one: a finalizer that saves a box whose own
+    -- finalizer ran first (finalizers run in reverse order of marking)
+    local saved
+    local function drop_a_holder()
+      local holder = setmetatable({}, { __gc = function(self) saved = self.lock end })
+      holder.lock = loom.Lock()
+    end
+    drop_a_holder()
+    collectgarbage(); collectgarbage()
+    assert.are.equal("loom.Lock (closed)", tostring(saved))
+  end)
+
   it("a huge Semaphore release raises instead of wrapping around", function()
     local s = loom.Semaphore(1)
     assert.has_error(function() s:release(math.maxinteger) end, "Semaphore value would overflow")
