@@ -75,6 +75,9 @@ loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls);
 loom_object *loom__test_object(lua_State *L, int idx, const loom_class *cls);
 /* Any loom object at idx, else NULL (used by the copier). */
 loom_object *loom__to_any_object(lua_State *L, int idx);
+/* The class of the box at idx, also when it is closed; NULL when idx is
+** not a loom box. */
+const loom_class *loom__box_class(lua_State *L, int idx);
 /* For a class's __tostring, which never raises: when the value at 1 is a
 ** closed box, pushes "<class name> (closed)" and returns 1; else 0. */
 int loom__tostring_closed(lua_State *L);

@@ -182,6 +182,11 @@ loom_object *loom__to_any_object(lua_State *L, int idx) {
   return box != NULL ? *box : NULL;
 }
 
+const loom_class *loom__box_class(lua_State *L, int idx) {
+  const loom_class *c;
+  return box_of(L, idx, &c) != NULL ? c : NULL;
+}
+
 loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls) {
   const loom_class *c;
   loom_object **box = box_of(L, idx, &c);

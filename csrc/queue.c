@@ -449,11 +449,16 @@ static int put_core(queue *q, pitem *it, int block,
 static void queue_destroy(loom_object *o);
 static int q_len(lua_State *L);
 
+/* Any queue kind at idx; raises "object is closed" for a closed queue
+** box, as loom__check_object does for the other classes. */
 static queue *check_queue(lua_State *L, int idx) {
   loom_object *o = loom__to_any_object(L, idx);
   if (o == NULL || o->cls->destroy != queue_destroy) {
+    const loom_class *c = loom__box_class(L, idx);
+    if (c != NULL && c->destroy == queue_destroy)
+      luaL_argerror(L, idx, "object is closed");
     luaL_typeerror(L, idx, "loom.Queue");
-    __builtin_unreachable(); /* luaL_typeerror does not return */
+    __builtin_unreachable(); /* neither returns */
   }
   return (queue *)o;
 }
@@ -1223,9 +1228,14 @@ static int l_select(lua_State *L) {
   for (int i = 0; i < n; i++) {
     lua_rawgeti(L, 1, i + 1);
     qs[i] = test_queue(L, -1);
-    if (qs[i] == NULL)
+    if (qs[i] == NULL) {
+      const loom_class *c = loom__box_class(L, -1);
+      if (c != NULL && c->destroy == queue_destroy)
+        return luaL_error(L, "bad argument #1 to 'select' (queues[%d]: object "
+                          "is closed)", i + 1);
       return luaL_error(L, "bad argument #1 to 'select' (queues[%d] is %s, "
                         "not a loom queue)", i + 1, luaL_typename(L, -1));
+    }
     lua_pop(L, 1);
   }
   /* the table holds the boxes, the boxes the queues: alive until return */

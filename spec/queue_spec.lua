@@ -59,6 +59,35 @@ describe("queues", function()
       assert.is_nil(q.nonexistent)
     end)
 
+    -- issue #14.5: a closed queue box said "loom.Queue expected, got
+    -- loom.Queue"; every other class says "object is closed".
+    it("a closed box of every kind says \"object is closed\"", function()
+      local function close_box(obj) debug.getmetatable(obj).__gc(obj) end
+      local lock = loom.Lock()
+      close_box(lock)
+      assert.matches("'acquire' on bad self %(object is closed%)",
+                     errmsg(function() return lock:acquire() end))
+      for _, new in ipairs({ loom.Queue, loom.LifoQueue, loom.PriorityQueue, loom.SimpleQueue }) do
+        local q = new()
+        close_box(q)
+        assert.matches("'get' on bad self %(object is closed%)",
+                       errmsg(function() return q:get() end))
+        assert.matches("'put' on bad self %(object is closed%)",
+                       errmsg(function() return q:put(1) end))
+        assert.matches("object is closed", errmsg(function() return q:qsize() end))
+        assert.matches("object is closed", errmsg(function() return #q end))
+        assert.matches("queues%[2%]: object is closed", errmsg(loom.select, { new(), q }, 0))
+      end
+      -- a box on its class metatable (first use in this state) too
+      local msg = spawn(function(q)
+        debug.getmetatable(q).__gc(q)
+        local ok, err = pcall(function() return q.maxsize end)
+        local ok2, err2 = pcall(function() return q:get() end)
+        return tostring(err) .. " / " .. tostring(err2)
+      end, loom.Queue()):result(10)
+      assert.matches("index' %(object is closed%) / .-get' on bad self %(object is closed%)", msg)
+    end)
+
     it("rejects a non-integer maxsize and a wrong self", function()
       assert.has_error(function() loom.Queue("big") end)
       local q = loom.Queue()
