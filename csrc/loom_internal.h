@@ -77,6 +77,12 @@ loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls);
 loom_object *loom__test_object(lua_State *L, int idx, const loom_class *cls);
 /* Any loom object at idx, else NULL (used by the copier). */
 loom_object *loom__to_any_object(lua_State *L, int idx);
+/* The class of the box at idx, also when it is closed; NULL when idx is
+** not a loom box. */
+const loom_class *loom__box_class(lua_State *L, int idx);
+/* For a class's __tostring, which never raises: when the value at 1 is a
+** closed box, pushes "<class name> (closed)" and returns 1; else 0. */
+int loom__tostring_closed(lua_State *L);
 
 /* Hot methods: after loom__bind_methods(L, cls) (in the opener, once the
 ** class is registered) every method of cls has the class metatable as
@@ -198,6 +204,13 @@ void loom__value_free(loom_value *v); /* leaves v as nil */
 ** of a container, which nobody else would free). Returns 0, with nothing
 ** pushed, when v was a stream whose writer failed: the value never was. */
 int loom__value_take(lua_State *L, loom_value *v);
+/* The same, but an error while decoding is not raised: returns -1 with
+** the error value pushed. A message is then left in v as it was (it may
+** be put back where it came from); a stream, which is read only once, is
+** freed as loom__value_take frees it. */
+int loom__value_try_take(lua_State *L, loom_value *v);
+/* Whether v carries a stream (which can be taken once, never pushed). */
+int loom__value_is_streamed(const loom_value *v);
 
 /*
 ** ---------------------------------------------------------------------

@@ -38,11 +38,12 @@ void loom__release(loom_object *o) {
 static loom_object **box_of(lua_State *L, int idx, const loom_class **cls);
 
 /* __gc: drop the box's reference; safe to call twice, and a no-op on
-** anything that is not a loom box. */
+** anything that is not a box of this class (upvalue 1). */
 static int box_gc(lua_State *L) {
   const loom_class *cls;
   loom_object **box = box_of(L, 1, &cls);
-  if (box != NULL && *box != NULL) {
+  if (box != NULL && *box != NULL &&
+      cls == (const loom_class *)lua_touserdata(L, lua_upvalueindex(1))) {
     loom_object *o = *box;
     *box = NULL;
     loom__release(o);
@@ -50,15 +51,21 @@ static int box_gc(lua_State *L) {
   return 0;
 }
 
+int loom__tostring_closed(lua_State *L) {
+  const loom_class *cls;
+  loom_object **box = box_of(L, 1, &cls);
+  if (box == NULL || *box != NULL) return 0;
+  lua_pushfstring(L, "%s (closed)", cls->name);
+  return 1;
+}
+
 static int box_tostring(lua_State *L) {
-  loom_object **box = (loom_object **)lua_touserdata(L, 1);
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "__name");
-  const char *name = lua_tostring(L, -1);
-  if (*box == NULL)
-    lua_pushfstring(L, "%s (closed)", name ? name : "loom object");
-  else
-    lua_pushfstring(L, "%s: %p", name ? name : "loom object", (void *)*box);
+  const loom_class *cls;
+  loom_object **box = box_of(L, 1, &cls);
+  if (box == NULL) /* reached through debug with something else */
+    return luaL_typeerror(L, 1, "loom object");
+  if (*box == NULL) lua_pushfstring(L, "%s (closed)", cls->name);
+  else lua_pushfstring(L, "%s: %p", cls->name, (void *)*box);
   return 1;
 }
 
@@ -69,7 +76,8 @@ void loom__register_class(lua_State *L, const loom_class *cls) {
   }
   lua_pushlightuserdata(L, (void *)cls);
   lua_rawsetp(L, -2, &class_key);
-  lua_pushcfunction(L, box_gc);
+  lua_pushlightuserdata(L, (void *)cls);
+  lua_pushcclosure(L, box_gc, 1);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, box_tostring);
   lua_setfield(L, -2, "__tostring");
@@ -228,6 +236,11 @@ void loom__bind_methods(lua_State *L, const loom_class *cls) {
     lua_setfield(L, -2, r->name);
   }
   lua_pop(L, 2);
+}
+
+const loom_class *loom__box_class(lua_State *L, int idx) {
+  const loom_class *c;
+  return box_of(L, idx, &c) != NULL ? c : NULL;
 }
 
 loom_object *loom__check_object(lua_State *L, int idx, const loom_class *cls) {

@@ -182,26 +182,37 @@ static int prio_less(const pitem *a, const pitem *b) {
   return a->seq < b->seq;
 }
 
+/* Room for `need` heap entries; 0 when out of memory. */
+static int heap_reserve(queue *q, size_t need) {
+  if (need <= q->hcap) return 1;
+  size_t ncap = q->hcap ? q->hcap * 2 : 16;
+  while (ncap < need) ncap *= 2;
+  pitem *nh = (pitem *)realloc(q->heap, ncap * sizeof *nh);
+  if (nh == NULL) return 0;
+  q->heap = nh;
+  q->hcap = ncap;
+  return 1;
+}
+
+/* Sifts *it into a heap of n entries that has room for one more. */
+static void heap_insert(queue *q, const pitem *it, size_t n) {
+  size_t i = n;
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!prio_less(it, &q->heap[parent])) break;
+    q->heap[i] = q->heap[parent];
+    i = parent;
+  }
+  q->heap[i] = *it;
+}
+
 /* Stores one item; 0 when out of memory (nothing changed). */
 static int store(queue *q, pitem *it) {
   size_t n = qcount(q);
   if (q->kind == K_PRIO) {
-    if (n == q->hcap) {
-      size_t ncap = q->hcap ? q->hcap * 2 : 16;
-      pitem *nh = (pitem *)realloc(q->heap, ncap * sizeof *nh);
-      if (nh == NULL) return 0;
-      q->heap = nh;
-      q->hcap = ncap;
-    }
+    if (!heap_reserve(q, n + 1)) return 0;
     it->seq = q->seq++;
-    size_t i = n;
-    while (i > 0) {
-      size_t parent = (i - 1) / 2;
-      if (!prio_less(it, &q->heap[parent])) break;
-      q->heap[i] = q->heap[parent];
-      i = parent;
-    }
-    q->heap[i] = *it;
+    heap_insert(q, it, n);
   } else {
     if (n == q->cap && !ring_resize(q, q->cap ? q->cap * 2 : 16)) return 0;
     q->ring[(q->head + n) & (q->cap - 1)] = it->v;
@@ -211,11 +222,13 @@ static int store(queue *q, pitem *it) {
   return 1;
 }
 
-/* Moves one item out into *v; the queue must not be empty. */
-static void take(queue *q, loom_value *v) {
+/* Moves one item out into *it (for a PriorityQueue with its key and
+** sequence number, else only it->v); the queue must not be empty. */
+static void take_item(queue *q, pitem *it) {
+  loom_value *v = &it->v;
   size_t n = qcount(q) - 1;
   if (q->kind == K_PRIO) {
-    *v = q->heap[0].v;
+    *it = q->heap[0];
     pitem last = q->heap[n];
     size_t i = 0;
     for (;;) {
@@ -236,6 +249,12 @@ static void take(queue *q, loom_value *v) {
   set_count(q, n);
   if (q->kind != K_PRIO && q->cap > 1024 && n < q->cap / 4)
     (void)ring_resize(q, q->cap / 2); /* on failure keep the big ring */
+}
+
+static inline void take(queue *q, loom_value *v) {
+  pitem it;
+  take_item(q, &it);
+  *v = it.v;
 }
 
 /* Fires every select waiter registered on q (q->mu held, not lk). */
@@ -430,11 +449,16 @@ static int put_core(queue *q, pitem *it, int block,
 static void queue_destroy(loom_object *o);
 static int q_len(lua_State *L);
 
+/* Any queue kind at idx; raises "object is closed" for a closed queue
+** box, as loom__check_object does for the other classes. */
 static queue *check_queue(lua_State *L, int idx) {
   loom_object *o = loom__to_any_object(L, idx);
   if (o == NULL || o->cls->destroy != queue_destroy) {
+    const loom_class *c = loom__box_class(L, idx);
+    if (c != NULL && c->destroy == queue_destroy)
+      luaL_argerror(L, idx, "object is closed");
     luaL_typeerror(L, idx, "loom.Queue");
-    __builtin_unreachable(); /* luaL_typeerror does not return */
+    __builtin_unreachable(); /* neither returns */
   }
   return (queue *)o;
 }
@@ -655,8 +679,50 @@ static void batch_clear(batch *b) {
 }
 
 static int batch_gc(lua_State *L) {
-  batch_clear((batch *)luaL_checkudata(L, 1, batch_meta));
+  batch *b = (batch *)luaL_testudata(L, 1, batch_meta);
+  if (b != NULL) batch_clear(b);
   return 0;
+}
+
+/* Puts b->items[b->first..b->n), which get_many took but did not hand
+** over, back where the next get finds them first, in their order (a
+** PriorityQueue's keep their place: their sequence numbers are kept).
+** They go back even if that overfills a bounded queue: they were in it.
+** Returns 0, with the items freed, when the ring or heap cannot grow. */
+static int put_back(queue *q, batch *b) {
+  size_t m = b->n - b->first;
+  if (m == 0) return 1;
+  qlock(q);
+  size_t n = qcount(q);
+  int ok;
+  if (q->kind == K_PRIO) {
+    ok = heap_reserve(q, n + m);
+    for (size_t i = b->first; ok && i < b->n; i++) heap_insert(q, &b->items[i], n++);
+  } else {
+    size_t ncap = q->cap ? q->cap : 16;
+    while (ncap < n + m) ncap *= 2;
+    ok = ncap == q->cap || ring_resize(q, ncap);
+    for (size_t i = b->n; ok && i-- > b->first; n++) {
+      if (q->kind == K_LIFO) { /* taken from the top: the first goes on last */
+        q->ring[(q->head + n) & (q->cap - 1)] = b->items[i].v;
+      } else {
+        q->head = (q->head - 1) & (q->cap - 1);
+        q->ring[q->head] = b->items[i].v;
+      }
+    }
+  }
+  int wake_get = 0, sel = 0;
+  if (ok) {
+    set_count(q, n);
+    b->first = b->n;
+    wake_get = nwaiting(&q->get_waiters);
+    sel = nwaiting(&q->nsel) > 0;
+  }
+  qunlock(q);
+  if (wake_get) wake(q, &q->can_get, wake_get > 1 || m > 1);
+  if (sel) fire_selectors(q);
+  if (!ok) batch_clear(b);
+  return ok;
 }
 
 static batch *new_batch(lua_State *L, size_t cap) {
@@ -742,7 +808,12 @@ static int q_put_many(lua_State *L) {
 
 /* q:get_many(n[, timeout]) -> items, count (1 <= count <= n): waits for
 ** the first item, then takes what is there without waiting more.
-** nil, "timeout" | nil, "closed" when nothing came. */
+** nil, "timeout" | nil, "closed" when nothing came.
+** An item that cannot be decoded here ends the call: the first one is
+** consumed and its error raised, as q:get would; a later one is put back
+** with the items after it and the call returns those before it (the next
+** get raises its error). Decoding a later item must leave it intact, so a
+** stream (read only once) is only ever taken as the first item. */
 static int q_get_many(lua_State *L) {
   queue *q = check_self(L);
   lua_Integer want = luaL_checkinteger(L, 2);
@@ -770,16 +841,35 @@ static int q_get_many(lua_State *L) {
       b->first = b->n = 0;
     }
     size_t room = want - got < (lua_Integer)cap ? (size_t)(want - got) : cap;
+    size_t taken = b->n;
+    int stream_next = 0;
     qlock(q);
-    while (b->n < room && qcount(q) > 0) take(q, &b->items[b->n++].v);
-    int more = qcount(q) > 0;
-    int wake_put = b->n > 0 ? nwaiting(&q->put_waiters) : 0;
+    while (b->n < room && qcount(q) > 0) {
+      if (q->kind != K_PRIO) {
+        size_t next = q->kind == K_LIFO ? q->head + qcount(q) - 1 : q->head;
+        stream_next = loom__value_is_streamed(&q->ring[next & (q->cap - 1)]);
+        if (stream_next) break; /* left for the next call */
+      }
+      take_item(q, &b->items[b->n++]);
+    }
+    int more = qcount(q) > 0 && !stream_next;
+    taken = b->n - taken;
+    int wake_put = taken > 0 ? nwaiting(&q->put_waiters) : 0;
     qunlock(q);
-    if (wake_put) wake(q, &q->can_put, wake_put > 1 || b->n > 1);
+    if (wake_put) wake(q, &q->can_put, wake_put > 1 || taken > 1);
     while (b->first < b->n) {
-      int taken = loom__value_take(L, &b->items[b->first].v);
+      int r = loom__value_try_take(L, &b->items[b->first].v);
+      if (r < 0) { /* the error value is on top */
+        if (got == 0) loom__value_free(&b->items[b->first++].v);
+        int ok = put_back(q, b);
+        if (got == 0) return lua_error(L);
+        if (!ok) return raise_nomem(L);
+        lua_pop(L, 1);
+        more = 0;
+        break;
+      }
       b->first++;
-      if (taken) lua_rawseti(L, 4, ++got);
+      if (r) lua_rawseti(L, 4, ++got);
       else stream_vanished(q);
     }
     if (got == 0) { /* the first item vanished: wait for another */
@@ -1138,9 +1228,14 @@ static int l_select(lua_State *L) {
   for (int i = 0; i < n; i++) {
     lua_rawgeti(L, 1, i + 1);
     qs[i] = test_queue(L, -1);
-    if (qs[i] == NULL)
+    if (qs[i] == NULL) {
+      const loom_class *c = loom__box_class(L, -1);
+      if (c != NULL && c->destroy == queue_destroy)
+        return luaL_error(L, "bad argument #1 to 'select' (queues[%d]: object "
+                          "is closed)", i + 1);
       return luaL_error(L, "bad argument #1 to 'select' (queues[%d] is %s, "
                         "not a loom queue)", i + 1, luaL_typename(L, -1));
+    }
     lua_pop(L, 1);
   }
   /* the table holds the boxes, the boxes the queues: alive until return */
@@ -1167,12 +1262,14 @@ again:
       return luaL_error(L, "not enough memory to select");
     /* register on every queue; stop early if one has become ready */
     w->fired = 0;
-    int ready = 0;
+    int ready = 0, nclosed = 0;
     for (int k = 0; k < n && !ready; k++) {
       queue *q = qs[k];
       selnode *s = &w->nodes[k];
       /* link first, then check under lk: a put either sees nsel (and
-      ** fires w under mu) or its item is seen here */
+      ** fires w under mu) or its item is seen here. A close() since the
+      ** last poll fired only the waiters linked before it, so closed
+      ** queues are counted here too (under mu, which close() holds) */
       pthread_mutex_lock(&q->mu);
       s->w = w;
       s->q = q;
@@ -1185,9 +1282,11 @@ again:
       atomic_fetch_add_explicit(&q->nsel, 1, memory_order_relaxed);
       qlock(q);
       ready = qcount(q) > 0;
+      nclosed += qclosed(q);
       qunlock(q);
       pthread_mutex_unlock(&q->mu);
     }
+    if (nclosed == n) ready = 1; /* the poll will say "closed" */
     if (!ready) {
       pthread_mutex_lock(&w->mu);
       while (!w->fired && rc != ETIMEDOUT && rc != LOOM_CANCELLED)
@@ -1309,6 +1408,8 @@ void loom__open_queue(lua_State *L) {
   if (luaL_newmetatable(L, batch_meta)) {
     lua_pushcfunction(L, batch_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushstring(L, batch_meta);
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
   register_queue_class(L, &fifo_class);

@@ -25,6 +25,7 @@
 #define SHARED_META "loom.shared"
 #define GUARD_META "loom.SharedGuard"
 #define SNAP_META "loom.SharedSnapshot"
+#define HOLDER_META "loom.shared.holder"
 #define SSTR_MAX 22
 
 /* the owner lock's notion of "this thread": loom.get_ident() */
@@ -382,7 +383,7 @@ static void take_copy(const sval *in, sval *out) {
 /* A blob reference held while decoding (which may raise): a userdata
 ** whose __gc releases it if the push did not finish. */
 static int holder_gc(lua_State *L) {
-  blob **h = (blob **)lua_touserdata(L, 1);
+  blob **h = (blob **)luaL_testudata(L, 1, HOLDER_META);
   if (h != NULL && *h != NULL) {
     blob_release(*h);
     *h = NULL;
@@ -403,9 +404,11 @@ static void push_value(lua_State *L, sval *v) {
       blob **h = (blob **)lua_newuserdatauv(L, sizeof *h, 0);
       *h = v->u.b;
       v->kind = V_NONE;
-      if (luaL_newmetatable(L, "loom.shared.holder")) {
+      if (luaL_newmetatable(L, HOLDER_META)) {
         lua_pushcfunction(L, holder_gc);
         lua_setfield(L, -2, "__gc");
+        lua_pushliteral(L, HOLDER_META);
+        lua_setfield(L, -2, "__metatable");
       }
       lua_setmetatable(L, -2);
       loom__value_push(L, &(*h)->v);
@@ -624,7 +627,7 @@ static int guard_close(lua_State *L) {
 
 /* never closed: drop the reference only (see sync.c's guards) */
 static int guard_gc(lua_State *L) {
-  shared_obj **g = (shared_obj **)lua_touserdata(L, 1);
+  shared_obj **g = (shared_obj **)luaL_testudata(L, 1, GUARD_META);
   if (g != NULL && *g != NULL) {
     shared_obj *s = *g;
     *g = NULL;
@@ -698,7 +701,7 @@ typedef struct snapshot {
 } snapshot;
 
 static int snap_gc(lua_State *L) {
-  snapshot *sn = (snapshot *)lua_touserdata(L, 1);
+  snapshot *sn = (snapshot *)luaL_testudata(L, 1, SNAP_META);
   if (sn == NULL) return 0;
   loom__release(sn->table);
   sn->table = NULL;
@@ -721,6 +724,8 @@ static snapshot *take_snapshot(lua_State *L, shared_obj *s) {
   if (luaL_newmetatable(L, SNAP_META)) {
     lua_pushcfunction(L, snap_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, SNAP_META);
+    lua_setfield(L, -2, "__metatable");
   }
   lua_setmetatable(L, -2);
   loom__retain(&s->obj);
@@ -787,6 +792,7 @@ static int shared_snapshot(lua_State *L) {
 }
 
 static int shared_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   shared_obj *s = check_shared(L, 1);
   pthread_mutex_lock(&s->mu);
   size_t n = s->count;
@@ -841,6 +847,8 @@ void loom__open_shared(lua_State *L) {
     lua_pushcfunction(L, guard_close);
     lua_setfield(L, -2, "release");
     lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, GUARD_META); /* protected like the classes' */
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
   lua_pushcfunction(L, l_shared);

@@ -178,7 +178,7 @@ static int guard_close(lua_State *L) {
 /* __gc of a guard never closed: drops the reference, leaves the lock as
 ** it is (releasing at some later collection would hide the bug). */
 static int guard_gc(lua_State *L) {
-  guard *g = (guard *)lua_touserdata(L, 1);
+  guard *g = (guard *)luaL_testudata(L, 1, GUARD_META);
   if (g != NULL && g->o != NULL) {
     loom_object *o = g->o;
     g->o = NULL;
@@ -208,6 +208,8 @@ static void register_guard(lua_State *L) {
     luaL_setfuncs(L, meta, 0);
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, GUARD_META); /* protected like the classes' */
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
 }
@@ -317,6 +319,7 @@ static int lock_with(lua_State *L) {
 }
 
 static int lock_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   lock_obj *k = CHECK(L, lock_obj, &lock_class);
   lua_pushfstring(L, "loom.Lock (%s): %p",
                   atomic_load(&k->cl.state) ? "locked" : "unlocked", (void *)k);
@@ -442,6 +445,7 @@ static int rlock_with(lua_State *L) {
 }
 
 static int rlock_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   rlock_obj *r = CHECK(L, rlock_obj, &rlock_class);
   int owned = rlock_owned(r);
   lua_pushfstring(L, "loom.RLock (%s%s): %p",
@@ -892,6 +896,7 @@ static int sem_index(lua_State *L) {
 }
 
 static int sem_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   sem_obj *s = check_sem(L);
   lua_pushfstring(L, "%s (value=%I): %p", s->obj.cls->name,
                   (lua_Integer)atomic_load(&s->value), (void *)s);
@@ -1017,6 +1022,7 @@ static int event_wait(lua_State *L) {
 }
 
 static int event_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   event_obj *e = check_event(L);
   lua_pushfstring(L, "loom.Event (%s): %p",
                   atomic_load(&e->flag) ? "set" : "unset", (void *)e);
@@ -1268,6 +1274,7 @@ static int barrier_index(lua_State *L) {
 }
 
 static int barrier_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   barrier_obj *b = check_barrier(L);
   pthread_mutex_lock(&b->mu);
   int broken = b->state == B_BROKEN;

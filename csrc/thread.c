@@ -1047,6 +1047,7 @@ static int thread_newindex(lua_State *L) {
 }
 
 static int thread_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
   loom_thread *t = check_thread(L, 1);
   static const char *const names[] = {"initial", "started", "stopped"};
   pthread_mutex_lock(&t->mu);
@@ -1173,8 +1174,10 @@ static int l_cpu_count(lua_State *L) {
 /* ------------------------------------------------------------------ */
 /* exit: join non-daemon threads before the main state goes away        */
 
+#define SENTINEL_META "loom.exit sentinel"
+
 static int sentinel_gc(lua_State *L) {
-  (void)L;
+  if (luaL_testudata(L, 1, SENTINEL_META) == NULL) return 0;
   loom__pools_exit(); /* pools finish their queued work, as Python's do */
   pthread_mutex_lock(&registry_mu);
   while (running_nondaemon > 0) pthread_cond_wait(&registry_cv, &registry_mu);
@@ -1236,9 +1239,11 @@ void loom__open_thread(lua_State *L) {
     static const char sentinel_key = 'x';
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &sentinel_key) == LUA_TNIL) {
       lua_newuserdatauv(L, 1, 0);
-      lua_createtable(L, 0, 1);
+      luaL_newmetatable(L, SENTINEL_META);
       lua_pushcfunction(L, sentinel_gc);
       lua_setfield(L, -2, "__gc");
+      lua_pushliteral(L, SENTINEL_META);
+      lua_setfield(L, -2, "__metatable");
       lua_setmetatable(L, -2);
       lua_rawsetp(L, LUA_REGISTRYINDEX, &sentinel_key);
     }

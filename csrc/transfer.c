@@ -68,6 +68,8 @@ static loom_object **msg_refs(const loom_msg *m) {
 }
 
 static const char scratch_key = 's';
+#define SCRATCH_META "loom.transfer.scratch"
+#define MSGBOX_META "loom.transfer.msgbox"
 static const char names_key = 'n';
 
 /* ------------------------------------------------------------------ */
@@ -221,7 +223,8 @@ static void scratch_free_parts(scratch *s) {
 }
 
 static int scratch_gc(lua_State *L) {
-  scratch_free_parts((scratch *)lua_touserdata(L, 1));
+  scratch *s = (scratch *)luaL_testudata(L, 1, SCRATCH_META);
+  if (s != NULL) scratch_free_parts(s);
   return 0;
 }
 
@@ -257,18 +260,22 @@ static void release_scratch(scratch *s) {
 
 /* __close: an encode is over, normally or by an error unwinding it. */
 static int scratch_close(lua_State *L) {
-  release_scratch((scratch *)lua_touserdata(L, 1));
+  scratch *s = (scratch *)luaL_testudata(L, 1, SCRATCH_META);
+  if (s != NULL) release_scratch(s);
   return 0;
 }
 
 static scratch *new_scratch(lua_State *L) {
   scratch *s = (scratch *)lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
-  lua_createtable(L, 0, 2);
-  lua_pushcfunction(L, scratch_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, scratch_close);
-  lua_setfield(L, -2, "__close");
+  if (luaL_newmetatable(L, SCRATCH_META)) {
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, scratch_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushliteral(L, SCRATCH_META);
+    lua_setfield(L, -2, "__metatable");
+  }
   lua_setmetatable(L, -2);
   return s;
 }
@@ -1741,24 +1748,35 @@ int loom__value_is_stream(const loom_value *v, const loom_stream *s) {
   return v->u.x.tag == V_STREAM && v->u.x.v.p == (const void *)s;
 }
 
-int loom__value_take(lua_State *L, loom_value *v) {
+int loom__value_try_take(lua_State *L, loom_value *v) {
   if (v->u.s.tag != V_MSG && v->u.s.tag != V_STREAM) {
     loom__value_push(L, v); /* cannot fail but for memory */
     loom__value_free(v);
     return 1;
   }
-  /* decoding may require a module that is missing: protect it, so the
-  ** message is freed either way */
+  /* decoding may require a module that is missing: protect it */
   lua_pushcfunction(L, take_body);
   lua_pushlightuserdata(L, v);
   int status = lua_pcall(L, 1, 1, 0);
+  if (status != LUA_OK && v->u.s.tag == V_MSG) return -1; /* v intact */
   loom__value_free(v);
   if (status == LUA_OK) return 1;
   if (lua_touserdata(L, -1) == (void *)&aborted_key) {
     lua_pop(L, 1);
     return 0;
   }
+  return -1;
+}
+
+int loom__value_take(lua_State *L, loom_value *v) {
+  int r = loom__value_try_take(L, v);
+  if (r >= 0) return r;
+  loom__value_free(v); /* the message is freed either way */
   return lua_error(L);
+}
+
+int loom__value_is_streamed(const loom_value *v) {
+  return v->u.s.tag == V_STREAM;
 }
 
 void loom__value_free(loom_value *v) {
@@ -1776,9 +1794,11 @@ void loom__value_free(loom_value *v) {
 ** message lives in a box with a __gc so an error while decoding (a module
 ** that cannot be required) does not leak it. */
 static int msgbox_gc(lua_State *L) {
-  loom_msg **box = (loom_msg **)lua_touserdata(L, 1);
-  loom__msg_free(*box);
-  *box = NULL;
+  loom_msg **box = (loom_msg **)luaL_testudata(L, 1, MSGBOX_META);
+  if (box != NULL) {
+    loom__msg_free(*box);
+    *box = NULL;
+  }
   return 0;
 }
 
@@ -1786,9 +1806,12 @@ static int l_copy(lua_State *L) {
   int n = lua_gettop(L);
   loom_msg **box = (loom_msg **)lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, msgbox_gc);
-  lua_setfield(L, -2, "__gc");
+  if (luaL_newmetatable(L, MSGBOX_META)) {
+    lua_pushcfunction(L, msgbox_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, MSGBOX_META);
+    lua_setfield(L, -2, "__metatable");
+  }
   lua_setmetatable(L, -2);
   *box = loom__encode(L, 1, n, "args");
   int count = loom__decode(L, *box);

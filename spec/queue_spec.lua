@@ -59,6 +59,35 @@ describe("queues", function()
       assert.is_nil(q.nonexistent)
     end)
 
+    -- issue #14.5: a closed queue box said "loom.Queue expected, got
+    -- loom.Queue"; every other class says "object is closed".
+    it("a closed box of every kind says \"object is closed\"", function()
+      local function close_box(obj) debug.getmetatable(obj).__gc(obj) end
+      local lock = loom.Lock()
+      close_box(lock)
+      assert.matches("'acquire' on bad self %(object is closed%)",
+                     errmsg(function() return lock:acquire() end))
+      for _, new in ipairs({ loom.Queue, loom.LifoQueue, loom.PriorityQueue, loom.SimpleQueue }) do
+        local q = new()
+        close_box(q)
+        assert.matches("'get' on bad self %(object is closed%)",
+                       errmsg(function() return q:get() end))
+        assert.matches("'put' on bad self %(object is closed%)",
+                       errmsg(function() return q:put(1) end))
+        assert.matches("object is closed", errmsg(function() return q:qsize() end))
+        assert.matches("object is closed", errmsg(function() return #q end))
+        assert.matches("queues%[2%]: object is closed", errmsg(loom.select, { new(), q }, 0))
+      end
+      -- a box on its class metatable (first use in this state) too
+      local msg = spawn(function(q)
+        debug.getmetatable(q).__gc(q)
+        local ok, err = pcall(function() return q.maxsize end)
+        local ok2, err2 = pcall(function() return q:get() end)
+        return tostring(err) .. " / " .. tostring(err2)
+      end, loom.Queue()):result(10)
+      assert.matches("index' %(object is closed%) / .-get' on bad self %(object is closed%)", msg)
+    end)
+
     it("rejects a non-integer maxsize and a wrong self", function()
       assert.has_error(function() loom.Queue("big") end)
       local q = loom.Queue()
@@ -407,6 +436,56 @@ describe("queues", function()
       q:put_many({ 3, 1, { 2, "two" }, 0 })
       assert.are.same({ 0, 1, { 2, "two" }, 3 }, q:get_many(10))
     end)
+
+    -- issue #14.3: an item the receiver cannot decode (it names a module
+    -- the thread cannot require) made get_many raise, and the rest of the
+    -- batch, already out of the queue, was lost.
+    it("get_many loses nothing when an item cannot be decoded", function()
+      local name = "loom_spec_module_only_in_main"
+      package.loaded[name] = { here = true }
+      local mod = package.loaded[name]
+      local function drain(q)
+        return spawn(function(qq)
+          local calls = {}
+          for _ = 1, 3 do
+            local ok, items, got = pcall(qq.get_many, qq, 10, 0.01)
+            calls[#calls + 1] = ok and { items, got } or { "error", tostring(items) }
+          end
+          return calls, qq:qsize()
+        end, q):result(10)
+      end
+      local cases = {
+        { loom.Queue(), { 1, 2, mod, 3, 4 }, { 1, 2 }, { 3, 4 } },
+        { loom.Queue(3), { "a", mod, "b" }, { "a" }, { "b" } },
+        { loom.SimpleQueue(), { 1, 2, mod, 3, 4 }, { 1, 2 }, { 3, 4 } },
+        { loom.LifoQueue(), { 1, 2, mod, 3, 4 }, { 4, 3 }, { 2, 1 } },
+        { loom.PriorityQueue(), { { 1, "a" }, { 2, "b" }, { 3, mod }, { 4, "c" } },
+          { { 1, "a" }, { 2, "b" } }, { { 4, "c" } } },
+      }
+      for i, case in ipairs(cases) do
+        local q, items, before, after = case[1], case[2], case[3], case[4]
+        assert.is_true(q:put_many(items))
+        local calls, left = drain(q)
+        -- the items before the bad one; then the bad one's error (it is
+        -- consumed, as get would); then the items after it
+        assert.are.same({ before, #before }, calls[1], "case " .. i)
+        assert.are.equal("error", calls[2][1], "case " .. i)
+        assert.matches(name, calls[2][2], 1, true)
+        assert.are.same({ after, #after }, calls[3], "case " .. i)
+        assert.are.equal(0, left)
+        if q.task_done then
+          q:task_done(#items)
+          assert.is_true(q:join(0))
+        end
+      end
+      -- a bad first item is raised at once and the rest stays
+      local q = loom.Queue()
+      q:put_many({ mod, "x", "y" })
+      local calls = drain(q)
+      assert.are.equal("error", calls[1][1])
+      assert.are.same({ { "x", "y" }, 2 }, calls[2])
+      package.loaded[name] = nil
+    end)
   end)
 
   describe("cancellation", function()
@@ -499,6 +578,52 @@ describe("queues", function()
       loom.sleep(0.05)
       b:close() -- wakes the selector: everything is closed now
       assert.are.same({ nil, "closed" }, { t:result(10) })
+    end)
+
+    -- issue #14: a close() landing between a select's last poll and its
+    -- registration as a waiter was missed, and the select slept until its
+    -- timeout. The window is narrow: repeat the scenario many rounds (about
+    -- 3% of rounds hit it before the fix), within a time budget.
+    it("never sleeps through a close (4 selectors, 4 Queue(8), many rounds)", function()
+      local T = 2 -- per select; a missed close costs the whole of it
+      local per, rounds = scaled(1000), 300
+      local stop = loom.now() + (os.getenv("LOOM_SANITIZER") and 8 or 5)
+      for round = 1, rounds do
+        local qs = {}
+        for i = 1, 4 do qs[i] = loom.Queue(8) end
+        local consumers, producers = {}, {}
+        for c = 1, 4 do
+          consumers[c] = spawn(function(list, timeout)
+            local loom = require "loom"
+            local n = 0
+            while true do
+              local q, why = loom.select(list, timeout)
+              if q == nil then return n, why, loom.now() end
+              n = n + 1
+            end
+          end, qs, T)
+        end
+        for p = 1, 4 do
+          producers[p] = spawn(function(q, count)
+            for i = 1, count do q:put(i) end
+            q:close()
+            return require("loom").now()
+          end, qs[p], per)
+        end
+        local closed_at = 0
+        for p = 1, 4 do closed_at = math.max(closed_at, producers[p]:result(30)) end
+        local total = 0
+        for c = 1, 4 do
+          local n, why, at = consumers[c]:result(30)
+          assert.are.equal("closed", why)
+          assert(at - closed_at < T / 2, ("round %d: a select returned %.3f s after " ..
+            "the last close"):format(round, at - closed_at))
+          total = total + n
+        end
+        assert.are.equal(4 * per, total)
+        helpers.join_all(10)
+        if loom.now() > stop then break end
+      end
     end)
 
     it("rejects what is not a list of queues", function()

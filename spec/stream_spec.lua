@@ -827,7 +827,8 @@ describe("streamed queue items", function()
   end)
 
   -- get_many and select take big items like get does, and skip the ones
-  -- whose put failed.
+  -- whose put failed. A big item is only ever the first of a get_many
+  -- (it is read once, so one that fails to decode could not be put back).
   describe("get_many and select", function()
     it("get_many returns the big items whole and in order", function()
       local q = loom.Queue()
@@ -836,10 +837,12 @@ describe("streamed queue items", function()
       q:put(records(N, 2))
       q:put("small")
       local items, n = q:get_many(10, WAIT)
-      assert.are.equal(3, n)
+      assert.are.equal(1, n) -- stops before the next big item
       assert.is_nil(bad_records(items[1], 1, N, 1))
-      assert.is_nil(bad_records(items[2], 1, N, 2))
-      assert.are.equal("small", items[3])
+      items, n = q:get_many(10, WAIT)
+      assert.are.equal(2, n)
+      assert.is_nil(bad_records(items[1], 1, N, 2))
+      assert.are.equal("small", items[2])
       q:task_done(3)
       assert.is_true(q:join(1))
     end)
