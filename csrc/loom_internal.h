@@ -345,6 +345,13 @@ void loom__future_finish(lua_State *L, loom_future *f, int ok, int first,
 /* Fails a pending or running future with a loom error value. */
 void loom__future_fail(lua_State *L, loom_future *f, const char *kind,
                        const char *message);
+/* loom.async's get on a thread queue (queue.c): w fires once when q has
+** an item or is closed. Returns a handle for unwatch, or NULL with *ready
+** set when it already has or is (or NULL, *ready clear: out of memory). */
+loom_object *loom__test_queue(lua_State *L, int idx);
+void *loom__queue_watch(loom_object *q, loom_watch *w, int *ready);
+void loom__queue_unwatch(void *h);
+
 /* Like loom__thread_watch, for a future (loom.async awaits them). */
 int loom__future_watch(loom_object *f, loom_watch *w, int *failed);
 void loom__future_unwatch(loom_object *f, loom_watch *w);

@@ -59,6 +59,8 @@ struct afut {
   loom_watch watch;  /* W_CROSS */
   loom_object *cross;
   int cross_is_thread;
+  void *qwatch;      /* W_CROSS on a thread queue (async.get) */
+  int timed_out;     /* the timer of a wait with a timeout fired */
   char *cancel_msg;  /* of cancel(msg), for the cancellation error */
   int seen;          /* its error was looked at (else reported at __gc) */
   uint64_t id;
@@ -282,17 +284,34 @@ static void drain_inbox(uv_async_t *h) {
 }
 
 /* Stops a cross-thread wait (the task is resumed, for whatever reason). */
-static void end_cross(aloop *l, afut *t) {
-  if (t->cross == NULL) return;
-  if (t->cross_is_thread) loom__thread_unwatch(t->cross, &t->watch);
-  else loom__future_unwatch(t->cross, &t->watch);
-  pthread_mutex_lock(&l->inbox_mu); /* a fire before the unlink left this */
+/* After the watch is unlinked (nothing fires it any more): a fire that
+** came before left the task in the inbox; take it out. */
+static void purge_inbox(aloop *l, afut *t) {
+  pthread_mutex_lock(&l->inbox_mu);
   for (int i = 0; i < l->ninbox; i++)
     if (l->inbox[i] == t) l->inbox[i--] = l->inbox[--l->ninbox];
   pthread_mutex_unlock(&l->inbox_mu);
+  if (--l->ncross == 0) uv_unref((uv_handle_t *)&l->wake);
+}
+
+static void begin_cross(aloop *l, afut *t) {
+  if (l->ncross++ == 0) uv_ref((uv_handle_t *)&l->wake);
+  t->wait = W_CROSS;
+}
+
+/* Stops a cross-thread wait (the task is resumed, for whatever reason). */
+static void end_cross(aloop *l, afut *t) {
+  if (t->qwatch != NULL) {
+    loom__queue_unwatch(t->qwatch);
+    t->qwatch = NULL;
+    purge_inbox(l, t);
+  }
+  if (t->cross == NULL) return;
+  if (t->cross_is_thread) loom__thread_unwatch(t->cross, &t->watch);
+  else loom__future_unwatch(t->cross, &t->watch);
+  purge_inbox(l, t);
   loom__release(t->cross);
   t->cross = NULL;
-  if (--l->ncross == 0) uv_unref((uv_handle_t *)&l->wake);
 }
 
 /* ------------------------------------------------------------------ */
@@ -311,11 +330,36 @@ static void free_timer(uv_handle_t *h) {
 static void timer_fired(uv_timer_t *h) {
   afut *t = (afut *)h->data;
   aloop *l = loop_of(t);
-  if (l != NULL && t->wait == W_SLEEP) schedule(l, t);
+  if (l == NULL) return;
+  if (t->wait == W_SLEEP) {
+    schedule(l, t);
+  } else if (t->wait == W_CROSS && t->qwatch != NULL) { /* async.get's timeout */
+    t->timed_out = 1;
+    schedule(l, t);
+  }
 }
 
 static void stop_timer(afut *t) {
   if (t->timer != NULL) uv_timer_stop(t->timer);
+}
+
+/* Arms t's timer (made on first use, reused after) for s seconds. */
+static int start_timer(aloop *l, afut *t, double s) {
+  uv_timer_t *h = t->timer;
+  if (h == NULL) {
+    if ((h = (uv_timer_t *)malloc(sizeof *h)) == NULL) return 0;
+    uv_timer_init(&l->uv, h);
+    h->data = t;
+    t->timer = h;
+  }
+  uv_update_time(&l->uv);
+  double ms = s * 1000.0;
+  if (ms > 1e15) ms = 1e15;
+  /* libuv counts whole milliseconds: round up, never wake early */
+  uint64_t whole = (uint64_t)ms;
+  if ((double)whole < ms) whole++;
+  uv_timer_start(h, timer_fired, whole, 0);
+  return 1;
 }
 
 /* After a sleep: its result is the value argument (stack index 2). */
@@ -339,21 +383,7 @@ static int l_sleep(lua_State *L) {
   aloop *l = tls_loop;
   lua_settop(L, 2);
   if (s > 0) {
-    uv_timer_t *h = t->timer; /* one per task, from its first sleep on */
-    if (h == NULL) {
-      if ((h = (uv_timer_t *)malloc(sizeof *h)) == NULL)
-        return luaL_error(L, "not enough memory");
-      uv_timer_init(&l->uv, h);
-      h->data = t;
-      t->timer = h;
-    }
-    uv_update_time(&l->uv);
-    double ms = s * 1000.0;
-    if (ms > 1e15) ms = 1e15;
-    /* libuv counts whole milliseconds: round up, never wake early */
-    uint64_t whole = (uint64_t)ms;
-    if ((double)whole < ms) whole++;
-    uv_timer_start(h, timer_fired, whole, 0);
+    if (!start_timer(l, t, s)) return luaL_error(L, "not enough memory");
     t->wait = W_SLEEP;
   } else if (!schedule(l, t)) {
     return luaL_error(L, "not enough memory");
@@ -435,9 +465,92 @@ static int l_await(lua_State *L) {
   if (done) return call_method(L, 1, "result");
   loom__retain(o);
   t->cross = o;
-  if (l->ncross++ == 0) uv_ref((uv_handle_t *)&l->wake);
-  t->wait = W_CROSS;
+  begin_cross(l, t);
   return lua_yieldk(L, 0, 0, k_await_cross);
+}
+
+/* Calls q:get_nowait() (q at 1): 1 with the item pushed, 2 with nil,
+** "closed" pushed, 0 (nothing pushed) when empty. */
+static int try_get(lua_State *L) {
+  lua_getfield(L, 1, "get_nowait");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 2);
+  if (!lua_isnil(L, -2)) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  const char *why = lua_tostring(L, -1);
+  if (why != NULL && strcmp(why, "closed") == 0) return 2;
+  lua_pop(L, 2);
+  return 0;
+}
+
+static int get_wait(lua_State *L, afut *t);
+
+static int k_get(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  afut *t = tls_loop->current;
+  end_cross(tls_loop, t);
+  stop_timer(t);
+  t->wait = W_NONE;
+  if (t->cancel_req) return deliver_cancel(L, t);
+  int timed_out = t->timed_out;
+  t->timed_out = 0;
+  int got = try_get(L);
+  if (got) return got;
+  if (timed_out) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    return 2;
+  }
+  return get_wait(L, t);
+}
+
+/* Waits (yields) until the queue at 1 may have an item or be closed. */
+static int get_wait(lua_State *L, afut *t) {
+  aloop *l = tls_loop;
+  loom_object *q = loom__test_queue(L, 1); /* its box at 1 keeps it alive */
+  for (;;) {
+    int ready;
+    t->watch.fire = cross_fire;
+    void *h = loom__queue_watch(q, &t->watch, &ready);
+    if (h == NULL && !ready) {
+      stop_timer(t);
+      return luaL_error(L, "not enough memory");
+    }
+    if (h != NULL) {
+      t->qwatch = h;
+      begin_cross(l, t);
+      return lua_yieldk(L, 0, 0, k_get);
+    }
+    int got = try_get(L); /* it became ready meanwhile */
+    if (got) return got;
+  }
+}
+
+/* async.get(q[, timeout]) -> item | nil, "timeout" | nil, "closed": a
+** loom.Queue's get that suspends the task, not the loop's thread. */
+static int l_get(lua_State *L) {
+  afut *t = current_task(L, "async.get");
+  loom_object *q = loom__test_queue(L, 1);
+  if (q == NULL) return luaL_typeerror(L, 1, "loom.Queue");
+  lua_Number timeout = luaL_optnumber(L, 2, -1);
+  luaL_argcheck(L, lua_isnoneornil(L, 2) || timeout >= 0, 2,
+                "timeout must be a non-negative number");
+  lua_settop(L, 1);
+  if (t->cancel_req) return deliver_cancel(L, t);
+  int got = try_get(L);
+  if (got) return got;
+  if (timeout == 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    return 2;
+  }
+  t->timed_out = 0;
+  if (timeout > 0 && !start_timer(tls_loop, t, timeout))
+    return luaL_error(L, "not enough memory");
+  return get_wait(L, t);
 }
 
 /* Requests the cancellation of f (asyncio's rules): a future is cancelled
@@ -1043,7 +1156,7 @@ static void new_meta(lua_State *L, const char *name, const luaL_Reg *methods) {
 
 static const luaL_Reg loop_funcs[] = {
   {"run", l_run}, {"sleep", l_sleep}, {"spawn", l_spawn}, {"await", l_await},
-  {"Future", l_Future}, {"current_task", l_current_task},
+  {"Future", l_Future}, {"current_task", l_current_task}, {"get", l_get},
   {"set_debug", l_set_debug},
   {NULL, NULL}
 };

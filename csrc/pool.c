@@ -497,9 +497,25 @@ static int code_box_gc(lua_State *L) {
   return 0;
 }
 
+/* lua_dump's writer: appends to a growing code block (not a luaL_Buffer,
+** which may not share the stack with the function being dumped). */
+typedef struct dumpbuf {
+  code *k;
+  size_t cap;
+} dumpbuf;
+
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
   (void)L;
-  luaL_addlstring((luaL_Buffer *)ud, (const char *)p, sz);
+  dumpbuf *d = (dumpbuf *)ud;
+  if (d->k->len + sz > d->cap) {
+    size_t ncap = d->cap * 2 > d->k->len + sz ? d->cap * 2 : d->k->len + sz;
+    code *k = (code *)realloc(d->k, sizeof *k + ncap);
+    if (k == NULL) return 1; /* lua_dump stops and returns this */
+    d->k = k;
+    d->cap = ncap;
+  }
+  memcpy(d->k->bytes + d->k->len, p, sz);
+  d->k->len += sz;
   return 0;
 }
 
@@ -536,21 +552,19 @@ static code *code_of(lua_State *L, int idx) {
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
+  dumpbuf d = {(code *)malloc(sizeof(code) + 256), 256};
+  if (d.k == NULL) luaL_error(L, "not enough memory");
+  d.k->len = 0;
   lua_pushvalue(L, idx);
-  lua_dump(L, dump_writer, &b, 0);
+  int failed = lua_dump(L, dump_writer, &d, 0);
   lua_pop(L, 1);
-  luaL_pushresult(&b);
-  size_t len;
-  const char *bytes = lua_tolstring(L, -1, &len);
-  code *k = (code *)malloc(sizeof *k + len);
-  if (k == NULL) luaL_error(L, "not enough memory");
+  if (failed) {
+    free(d.k);
+    luaL_error(L, "not enough memory");
+  }
+  code *k = d.k;
   atomic_init(&k->refs, 2); /* the box's and the caller's */
   k->nups = nups;
-  k->len = len;
-  memcpy(k->bytes, bytes, len);
-  lua_pop(L, 1);
   *box = k;
   lua_pushvalue(L, idx);
   lua_insert(L, -2);
@@ -594,6 +608,7 @@ static int pool_submit(lua_State *L) {
   core *c = p->c;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int nargs = lua_gettop(L) - 2;
+  luaL_checkstack(L, 24, "submitting a task"); /* code_of and the encoders */
   loom_future *f = loom__future_new(sizeof(task), task_free);
   if (f == NULL) return luaL_error(L, "not enough memory");
   loom__push_new(L, (loom_object *)f); /* frees f if encoding raises */

@@ -77,6 +77,7 @@ struct selwaiter {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int fired; /* under mu */
+  loom_watch *watch; /* loom.async: fired too (inside q->mu and mu) */
   int n;
   selnode nodes[];
 };
@@ -262,6 +263,7 @@ static void wake_selectors(queue *q) {
   for (selnode *s = q->sel; s != NULL; s = s->next) {
     selwaiter *w = s->w;
     pthread_mutex_lock(&w->mu);
+    if (!w->fired && w->watch != NULL) w->watch->fire(w->watch, 0);
     w->fired = 1;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
@@ -1213,6 +1215,47 @@ static int sel_ready(selstate *st) {
   for (int i = 0; i < st->n; i++)
     if (qcount(st->qs[i]) > 0) return 1;
   return 0;
+}
+
+/* Links a select waiter of one queue, whose firing also fires w. Returns
+** it, or NULL with *ready set when q already has an item or is closed
+** (nothing is linked then), or NULL with *ready clear when out of memory. */
+void *loom__queue_watch(loom_object *o, loom_watch *watch, int *ready) {
+  queue *q = (queue *)o;
+  *ready = 0;
+  selwaiter *w = new_selwaiter(1);
+  if (w == NULL) return NULL;
+  w->watch = watch;
+  selnode *s = &w->nodes[0];
+  pthread_mutex_lock(&q->mu);
+  s->w = w;
+  s->q = q;
+  s->prev = NULL;
+  s->next = q->sel;
+  if (q->sel) q->sel->prev = s;
+  q->sel = s;
+  s->linked = 1;
+  loom__retain(&q->obj);
+  atomic_fetch_add_explicit(&q->nsel, 1, memory_order_relaxed);
+  qlock(q); /* as in select: linked first, then checked */
+  *ready = qcount(q) > 0 || qclosed(q);
+  qunlock(q);
+  pthread_mutex_unlock(&q->mu);
+  if (*ready) {
+    loom__queue_unwatch(w);
+    return NULL;
+  }
+  return w;
+}
+
+void loom__queue_unwatch(void *h) {
+  selwaiter *w = (selwaiter *)h;
+  sel_unlink_all(w); /* after this nothing fires it */
+  loom__release(&w->obj);
+}
+
+loom_object *loom__test_queue(lua_State *L, int idx) {
+  return (loom_object *)test_queue(L, idx);
 }
 
 static LOOM_TLS unsigned sel_rotation;

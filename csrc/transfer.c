@@ -1208,6 +1208,14 @@ static void encode(enc *e, int idx) {
   if (!encode_scalar(e, idx, type)) encode_value(e, idx, type);
 }
 
+/* Pops back to top, closing the scratch (at top + 1) first. lua_settop
+** would close it too, but Lua 5.4.4's settop keeps a stack pointer across
+** the __close call, which may move a small (coroutine's) stack. */
+static void close_scratch(lua_State *L, int top) {
+  lua_closeslot(L, top + 1);
+  lua_settop(L, top);
+}
+
 /* Runs the encoder over n values; returns the finished message, or NULL
 ** when the values went out as a stream (only with an offer). */
 static loom_msg *encode_values(lua_State *L, int first, int n,
@@ -1241,7 +1249,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
       enc_oom(&e); /* raises: the scratch's close aborts the stream */
     s->stream = NULL;
     loom__stream_finish(st);
-    lua_settop(L, top);
+    close_scratch(L, top);
     return NULL;
   }
   size_t total = s->len + sizeof(void *) + (size_t)s->nobjs * sizeof(loom_object *);
@@ -1261,7 +1269,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
     refs[i] = s->objs[i];
     loom__retain(refs[i]);
   }
-  lua_settop(L, top); /* closes the scratch */
+  close_scratch(L, top);
   return m;
 }
 

@@ -384,6 +384,27 @@ function async.to_thread(fn, ...)
   return await(default_pool:submit(fn, ...))
 end
 
+-- loom.Queue from tasks: async.get (C) waits for an item without holding
+-- up the loop; a put that must wait for room waits on a pool thread.
+local put_pool
+
+--- async.put(q, v[, timeout]) -> true | nil, "timeout": q:put for a
+--- loom.Queue that suspends the task, not the loop's thread
+function async.put(q, v, timeout)
+  local ok, why = q:put_nowait(v) -- raises when closed, for nil, ...
+  if ok then return true end
+  if timeout ~= nil and timeout <= 0 then return nil, "timeout" end
+  put_pool = put_pool or loom.ThreadPoolExecutor { thread_name_prefix = "async_put" }
+  local f = put_pool:submit(function(queue, item, t) return queue:put(item, t) end, q, v, timeout)
+  local r = pack(pcall(await, f))
+  if not r[1] then
+    -- cancelled: a put still waiting for room gives up and puts nothing
+    if loom.is_cancelled(r[2]) then f:interrupt() end
+    error(r[2], 0)
+  end
+  return unpack(r, 2, r.n)
+end
+
 require("loom.async_sync")(async, loom)
 
 return async
