@@ -1123,6 +1123,26 @@ static int call_action(lua_State *L) {
 
 enum { W_OK, W_BROKEN, W_CANCELLED, W_ACTION };
 
+/* wait() called by the barrier's own action (mu held; released here).
+** Nothing can release it before the action returns, so, as in Python,
+** the wait times out (after its timeout) and breaks the barrier. With no
+** timeout it would never return: that raises at once. */
+static int wait_in_action(lua_State *L, barrier_obj *b,
+                          const struct timespec *dl) {
+  if (dl == NULL) {
+    pthread_mutex_unlock(&b->mu);
+    return luaL_error(L, "cannot wait without a timeout on a barrier from "
+                      "its own action (it would never return)");
+  }
+  int rc = 0;
+  while (rc != ETIMEDOUT && rc != LOOM_CANCELLED)
+    rc = loom__wait(&b->obj, &b->cv, &b->mu, dl);
+  barrier_break(b);
+  pthread_mutex_unlock(&b->mu);
+  if (rc == LOOM_CANCELLED) return loom__raise_cancelled(L);
+  return loom__raise(L, "broken", "barrier is broken");
+}
+
 static int barrier_wait(lua_State *L) {
   barrier_obj *b = check_barrier(L);
   struct timespec ts;
@@ -1134,6 +1154,8 @@ static int barrier_wait(lua_State *L) {
   lua_settop(L, 1);
   int rc = 0, err = W_OK;
   pthread_mutex_lock(&b->mu);
+  if (b->state == B_ACTION && b->runner == self_ident())
+    return wait_in_action(L, b, has ? &ts : NULL);
   /* wait while the barrier drains, resets or runs its action */
   while (b->state == B_DRAINING || b->state == B_RESETTING ||
          b->state == B_ACTION) {
