@@ -642,6 +642,42 @@ describe("loom.Barrier", function()
   end)
 end)
 
+-- issue #14.7: what Python's reprs show (RLock count=2, a Condition's
+-- lock, a BoundedSemaphore's bound).
+describe("tostring", function()
+  it("shows an RLock's count, a Condition's lock and a BoundedSemaphore's bound", function()
+    local r = loom.RLock()
+    assert.matches("^loom%.RLock %(unlocked, count=0%): ", tostring(r))
+    r:acquire(); r:acquire()
+    assert.matches("^loom%.RLock %(locked by this thread, count=2%): ", tostring(r))
+    local seen = spawn(function(rl) return tostring(rl) end, r):result(10)
+    assert.matches("^loom%.RLock %(locked by thread %d+, count=2%): ", seen)
+
+    local c = loom.Condition(r)
+    assert.matches("^loom%.Condition %(loom%.RLock %(locked by this thread, count=2%), waiters=0%): ",
+                   tostring(c))
+    r:release(); r:release()
+    local c2 = loom.Condition(loom.Lock())
+    assert.matches("^loom%.Condition %(loom%.Lock %(unlocked%), waiters=0%): ", tostring(c2))
+    local waiter = spawn(function(cond)
+      cond:acquire()
+      local ok = cond:wait(30)
+      cond:release()
+      return ok
+    end, c2)
+    -- the waiter counts from when it is queued (its lock may still be
+    -- held for a moment then)
+    eventually(function() return tostring(c2):find("waiters=1", 1, true) ~= nil end)
+    c2:acquire(); c2:notify(); c2:release()
+    assert.is_true(waiter:result(10))
+
+    local b = loom.BoundedSemaphore(3)
+    b:acquire()
+    assert.matches("^loom%.BoundedSemaphore %(value=2/3%): ", tostring(b))
+    assert.matches("^loom%.Semaphore %(value=2%): ", tostring(loom.Semaphore(2)))
+  end)
+end)
+
 describe("loom.Timer", function()
   it("calls fn with its arguments after the interval", function()
     local t0 = loom.now()
