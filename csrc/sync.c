@@ -351,8 +351,18 @@ typedef struct rlock_obj {
   loom_object obj;
   corelock cl;
   atomic_uint_fast64_t owner; /* self_ident() of the holder, 0 if free */
-  lua_Integer count;          /* recursion depth; only the owner touches it */
+  /* recursion depth: only the owner writes it; atomic (relaxed) because
+  ** tostring reads it from any thread */
+  _Atomic(lua_Integer) count;
 } rlock_obj;
+
+static lua_Integer rl_count(rlock_obj *r) {
+  return atomic_load_explicit(&r->count, memory_order_relaxed);
+}
+
+static void rl_set_count(rlock_obj *r, lua_Integer n) {
+  atomic_store_explicit(&r->count, n, memory_order_relaxed);
+}
 
 static const loom_class rlock_class;
 
@@ -369,7 +379,7 @@ static int l_RLock(lua_State *L) {
     return luaL_error(L, "not enough memory for a loom.RLock");
   }
   atomic_init(&r->owner, 0);
-  r->count = 0;
+  atomic_init(&r->count, 0);
   loom__object_init(&r->obj, &rlock_class);
   loom__push_owned(L, &r->obj);
   return 1;
@@ -382,13 +392,13 @@ static int rlock_owned(rlock_obj *r) {
 /* 1, 0 or LOOM_CANCELLED, like cl_acquire. */
 static int rlock_take(rlock_obj *r, int blocking, const struct timespec *dl) {
   if (rlock_owned(r)) {
-    r->count++;
+    rl_set_count(r, rl_count(r) + 1);
     return 1;
   }
   int rc = cl_acquire(&r->cl, &r->obj, blocking, dl, 1);
   if (rc == 1) {
     atomic_store_explicit(&r->owner, self_ident(), memory_order_relaxed);
-    r->count = 1;
+    rl_set_count(r, 1);
   }
   return rc;
 }
@@ -406,7 +416,9 @@ static int rlock_acquire(lua_State *L) {
 static const char *rlock_release_obj(loom_object *o) {
   rlock_obj *r = (rlock_obj *)o;
   if (!rlock_owned(r)) return "cannot release un-acquired lock";
-  if (--r->count == 0) {
+  lua_Integer n = rl_count(r) - 1;
+  rl_set_count(r, n);
+  if (n == 0) {
     atomic_store_explicit(&r->owner, 0, memory_order_relaxed);
     cl_release(&r->cl);
   }
@@ -444,13 +456,28 @@ static int rlock_with(lua_State *L) {
   return do_with(L, &CHECK(L, rlock_obj, &rlock_class)->obj, &rlock_ops);
 }
 
+/* Pushes what tostring says of the state of a Lock or an RLock: "locked"
+** or "unlocked", and for an RLock its holder and recursion count (as
+** Python's repr shows count=2). */
+static const char *push_lock_state(lua_State *L, loom_object *o) {
+  if (o->cls != &rlock_class)
+    return lua_pushstring(L, atomic_load(&((lock_obj *)o)->cl.state)
+                                 ? "locked" : "unlocked");
+  rlock_obj *r = (rlock_obj *)o;
+  uint64_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
+  lua_Integer count = rl_count(r);
+  if (owner == 0) return lua_pushfstring(L, "unlocked, count=%I", count);
+  if (owner == self_ident())
+    return lua_pushfstring(L, "locked by this thread, count=%I", count);
+  return lua_pushfstring(L, "locked by thread %I, count=%I",
+                         (lua_Integer)owner, count);
+}
+
 static int rlock_tostring(lua_State *L) {
   if (loom__tostring_closed(L)) return 1;
   rlock_obj *r = CHECK(L, rlock_obj, &rlock_class);
-  int owned = rlock_owned(r);
-  lua_pushfstring(L, "loom.RLock (%s%s): %p",
-                  atomic_load(&r->cl.state) ? "locked" : "unlocked",
-                  owned ? " by this thread" : "", (void *)r);
+  lua_pushfstring(L, "loom.RLock (%s): %p", push_lock_state(L, &r->obj),
+                  (void *)r);
   return 1;
 }
 
@@ -546,8 +573,8 @@ static int cond_owned(cond_obj *c) {
 static lua_Integer cond_release_all(cond_obj *c) {
   if (c->is_rlock) {
     rlock_obj *r = (rlock_obj *)c->lock;
-    lua_Integer n = r->count;
-    r->count = 0;
+    lua_Integer n = rl_count(r);
+    rl_set_count(r, 0);
     atomic_store_explicit(&r->owner, 0, memory_order_relaxed);
     cl_release(&r->cl);
     return n;
@@ -563,7 +590,7 @@ static void cond_reacquire(cond_obj *c, lua_Integer saved) {
     rlock_obj *r = (rlock_obj *)c->lock;
     cl_acquire(&r->cl, &r->obj, 1, NULL, 0);
     atomic_store_explicit(&r->owner, self_ident(), memory_order_relaxed);
-    r->count = saved;
+    rl_set_count(r, saved);
   } else {
     lock_obj *k = (lock_obj *)c->lock;
     cl_acquire(&k->cl, &k->obj, 1, NULL, 0);
@@ -710,6 +737,19 @@ static int cond_index(lua_State *L) {
   return 1;
 }
 
+static int cond_tostring(lua_State *L) {
+  if (loom__tostring_closed(L)) return 1;
+  cond_obj *c = check_cond(L);
+  pthread_mutex_lock(&c->mu);
+  lua_Integer waiters = 0;
+  for (cwaiter *w = c->head; w != NULL; w = w->next) waiters++;
+  pthread_mutex_unlock(&c->mu);
+  lua_pushfstring(L, "loom.Condition (%s (%s), waiters=%I): %p",
+                  c->lock->cls->name, push_lock_state(L, c->lock), waiters,
+                  (void *)c);
+  return 1;
+}
+
 static const luaL_Reg cond_methods[] = {
   {"acquire", cond_acquire},
   {"release", cond_release},
@@ -724,6 +764,7 @@ static const luaL_Reg cond_methods[] = {
 
 static const luaL_Reg cond_meta[] = {
   {"__index", cond_index},
+  {"__tostring", cond_tostring},
   {NULL, NULL}
 };
 
@@ -898,8 +939,12 @@ static int sem_index(lua_State *L) {
 static int sem_tostring(lua_State *L) {
   if (loom__tostring_closed(L)) return 1;
   sem_obj *s = check_sem(L);
-  lua_pushfstring(L, "%s (value=%I): %p", s->obj.cls->name,
-                  (lua_Integer)atomic_load(&s->value), (void *)s);
+  lua_Integer v = (lua_Integer)atomic_load(&s->value);
+  if (s->bound >= 0) /* a BoundedSemaphore: value=2/3 */
+    lua_pushfstring(L, "%s (value=%I/%I): %p", s->obj.cls->name, v,
+                    (lua_Integer)s->bound, (void *)s);
+  else
+    lua_pushfstring(L, "%s (value=%I): %p", s->obj.cls->name, v, (void *)s);
   return 1;
 }
 
@@ -1123,6 +1168,26 @@ static int call_action(lua_State *L) {
 
 enum { W_OK, W_BROKEN, W_CANCELLED, W_ACTION };
 
+/* wait() called by the barrier's own action (mu held; released here).
+** Nothing can release it before the action returns, so, as in Python,
+** the wait times out (after its timeout) and breaks the barrier. With no
+** timeout it would never return: that raises at once. */
+static int wait_in_action(lua_State *L, barrier_obj *b,
+                          const struct timespec *dl) {
+  if (dl == NULL) {
+    pthread_mutex_unlock(&b->mu);
+    return luaL_error(L, "cannot wait without a timeout on a barrier from "
+                      "its own action (it would never return)");
+  }
+  int rc = 0;
+  while (rc != ETIMEDOUT && rc != LOOM_CANCELLED)
+    rc = loom__wait(&b->obj, &b->cv, &b->mu, dl);
+  barrier_break(b);
+  pthread_mutex_unlock(&b->mu);
+  if (rc == LOOM_CANCELLED) return loom__raise_cancelled(L);
+  return loom__raise(L, "broken", "barrier is broken");
+}
+
 static int barrier_wait(lua_State *L) {
   barrier_obj *b = check_barrier(L);
   struct timespec ts;
@@ -1134,6 +1199,8 @@ static int barrier_wait(lua_State *L) {
   lua_settop(L, 1);
   int rc = 0, err = W_OK;
   pthread_mutex_lock(&b->mu);
+  if (b->state == B_ACTION && b->runner == self_ident())
+    return wait_in_action(L, b, has ? &ts : NULL);
   /* wait while the barrier drains, resets or runs its action */
   while (b->state == B_DRAINING || b->state == B_RESETTING ||
          b->state == B_ACTION) {

@@ -12,8 +12,8 @@
 **   t->reg_mu    the wait registration used by cancel (see wait.c);
 **                taken inside an object's mutex by a waiter, never the
 **                other way round.
-**   registry_mu  the list of running threads and the count of running
-**                non-daemon threads; taken alone.
+**   registry_mu  the list of running threads, the count of running
+**                non-daemon threads and the `exiting` flag; taken alone.
 **   carriers_mu  the idle carriers; taken alone.
 **
 ** OS threads are reused: a finished loom thread parks its OS thread (a
@@ -69,6 +69,7 @@ static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t registry_cv = PTHREAD_COND_INITIALIZER;
 static loom_thread *running;   /* list of running threads */
 static int running_count, running_nondaemon;
+static int exiting; /* the exit join (sentinel_gc) has begun; never reset */
 static loom_thread *main_thread; /* created once, never freed */
 static atomic_uint_fast64_t ident_counter = 1;
 static atomic_int name_counter;
@@ -700,11 +701,12 @@ static int creator_daemon(void) {
 }
 
 /* Pushes a new, unstarted thread running the function at stack index
-** `first` with the nargs values after it. name may be NULL (Thread-N). */
+** `first` with the nargs values after it. name may be NULL or "" (then
+** Thread-N, as Python's `name or _newname()`). */
 static void new_thread(lua_State *L, int first, int nargs, const char *name,
                        int daemon, int hook) {
   char buf[32];
-  if (name == NULL) {
+  if (name == NULL || name[0] == '\0') {
     snprintf(buf, sizeof buf, "Thread-%d", atomic_fetch_add(&name_counter, 1) + 1);
     name = buf;
   }
@@ -758,6 +760,15 @@ static int l_Thread(lua_State *L) {
 ** returns 0, or an errno with t back in T_NEW. */
 static int launch(loom_thread *t) {
   pthread_mutex_lock(&registry_mu);
+  if (exiting) { /* the exit join is over or under way: it would miss t */
+    pthread_mutex_unlock(&registry_mu);
+    pthread_mutex_lock(&t->mu);
+    t->state = T_NEW;
+    t->ident = 0;
+    pthread_mutex_unlock(&t->mu);
+    return luaL_error(L, "cannot start thread '%s': the program is exiting",
+                      push_name(L, t));
+  }
   t->prev = NULL;
   t->next = running;
   if (running) running->prev = t;
@@ -1124,6 +1135,13 @@ static int l_enumerate(lua_State *L) {
   return 1;
 }
 
+int loom__exiting(void) {
+  pthread_mutex_lock(&registry_mu);
+  int e = exiting;
+  pthread_mutex_unlock(&registry_mu);
+  return e;
+}
+
 uint64_t loom__thread_ident(void) {
   return current_ident();
 }
@@ -1180,6 +1198,7 @@ static int sentinel_gc(lua_State *L) {
   if (luaL_testudata(L, 1, SENTINEL_META) == NULL) return 0;
   loom__pools_exit(); /* pools finish their queued work, as Python's do */
   pthread_mutex_lock(&registry_mu);
+  exiting = 1;
   while (running_nondaemon > 0) pthread_cond_wait(&registry_cv, &registry_mu);
   pthread_mutex_unlock(&registry_mu);
   drain_idle_carriers();

@@ -591,6 +591,47 @@ describe("loom.Barrier", function()
     assert.is_true(b.broken)
   end)
 
+  -- issue #14.6: the action's own wait(timeout) waited for the action to
+  -- end, i.e. for ever.
+  it("wait(timeout) from its own action times out and breaks it, as in Python", function()
+    local is_broken = loom.is_broken
+    local holder = loom.shared()
+    -- the action finds the barrier in holder.b, its timeout in holder.t
+    local action = function()
+      local bar = holder.b
+      local ok, err = pcall(bar.wait, bar, holder.t)
+      holder.inner = ok and "returned" or is_broken(err) and "broken" or tostring(err)
+    end
+    local function run(b, t)
+      holder.b, holder.t, holder.inner = b, t, nil
+      local th = spawn(function(bar) return pcall(bar.wait, bar, 30) end, b)
+      local done = th:join(5)
+      if not done then th:cancel() end
+      assert.is_true(done, "the action's wait never returned")
+      return th:result(10)
+    end
+    -- its own timeout
+    local b = loom.Barrier(1, action)
+    local dt, ok, err = elapsed(function() return run(b, 0.05) end)
+    assert.are.equal("broken", holder.inner)
+    assert.is_false(ok) -- the barrier broke: the outer wait raises too
+    assert.is_true(is_broken(err), tostring(err))
+    assert.is_true(b.broken)
+    assert.is_true(dt >= 0.049 and dt < 5)
+    -- the barrier's default timeout
+    local b2 = loom.Barrier(1, action, 0.02)
+    assert.is_false(run(b2, nil))
+    assert.are.equal("broken", holder.inner)
+    -- no timeout at all: it would never return, so it raises at once
+    local b3 = loom.Barrier(1, action)
+    assert.are.same({ true, 0 }, { run(b3, nil) })
+    assert.matches("its own action", holder.inner)
+    assert.is_false(b3.broken)
+    b:reset() -- usable again
+    assert.is_false(run(b, 0))
+    assert.are.equal("broken", holder.inner)
+  end)
+
   it("a cancelled waiter raises and breaks the barrier", function()
     local b = loom.Barrier(2)
     assert_cancellable(function(started, bar)
@@ -598,6 +639,42 @@ describe("loom.Barrier", function()
       bar:wait()
     end, b)
     assert.is_true(b.broken)
+  end)
+end)
+
+-- issue #14.7: what Python's reprs show (RLock count=2, a Condition's
+-- lock, a BoundedSemaphore's bound).
+describe("tostring", function()
+  it("shows an RLock's count, a Condition's lock and a BoundedSemaphore's bound", function()
+    local r = loom.RLock()
+    assert.matches("^loom%.RLock %(unlocked, count=0%): ", tostring(r))
+    r:acquire(); r:acquire()
+    assert.matches("^loom%.RLock %(locked by this thread, count=2%): ", tostring(r))
+    local seen = spawn(function(rl) return tostring(rl) end, r):result(10)
+    assert.matches("^loom%.RLock %(locked by thread %d+, count=2%): ", seen)
+
+    local c = loom.Condition(r)
+    assert.matches("^loom%.Condition %(loom%.RLock %(locked by this thread, count=2%), waiters=0%): ",
+                   tostring(c))
+    r:release(); r:release()
+    local c2 = loom.Condition(loom.Lock())
+    assert.matches("^loom%.Condition %(loom%.Lock %(unlocked%), waiters=0%): ", tostring(c2))
+    local waiter = spawn(function(cond)
+      cond:acquire()
+      local ok = cond:wait(30)
+      cond:release()
+      return ok
+    end, c2)
+    -- the waiter counts from when it is queued (its lock may still be
+    -- held for a moment then)
+    eventually(function() return tostring(c2):find("waiters=1", 1, true) ~= nil end)
+    c2:acquire(); c2:notify(); c2:release()
+    assert.is_true(waiter:result(10))
+
+    local b = loom.BoundedSemaphore(3)
+    b:acquire()
+    assert.matches("^loom%.BoundedSemaphore %(value=2/3%): ", tostring(b))
+    assert.matches("^loom%.Semaphore %(value=2%): ", tostring(loom.Semaphore(2)))
   end)
 end)
 

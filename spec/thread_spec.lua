@@ -314,6 +314,15 @@ describe("threads", function()
       assert.matches("renamed", tostring(t), 1, true)
     end)
 
+    -- issue #14.7: Python's Thread(name="") is named Thread-N (`name or
+    -- _newname()`); loom kept the empty name.
+    it("an empty name falls back to Thread-N, as in Python", function()
+      local t = Thread{target = function() end, name = ""}
+      assert.matches("^Thread%-%d+$", t.name)
+      t.name = "" -- assigning it later keeps it, as in Python
+      assert.are.equal("", t.name)
+    end)
+
     it("daemon: inherited from the creating thread, settable before start only", function()
       local t = Thread{target = function() end}
       assert.is_false(t.daemon)
@@ -558,6 +567,38 @@ print("MAIN END")
         assert.is_true(n > 0 and n < 1000, out)
       end)
     end
+
+    -- issue #14.7: finalizers run in reverse order of creation while the
+    -- main state closes, so a thread started from one ran before the exit
+    -- join (and was waited for) or after it (and was silently dropped).
+    -- Once the join has begun, start() refuses.
+    it("a thread started from a finalizer after the exit join began is refused", function()
+      local out, status = helpers.run_lua([[
+-- made before loom is loaded: finalized after loom's exit join
+local after = setmetatable({}, { __gc = function()
+  local loom = package.loaded.loom
+  local ok, err = pcall(loom.thread, function() print("AFTER-JOIN THREAD RAN") end)
+  print("AFTER", ok, err)
+  local t = loom.Thread{target = print, daemon = true}
+  print("AFTER DAEMON", pcall(t.start, t))
+  print("AFTER IDENT", t.ident, t:is_alive())
+end })
+local loom = require "loom"
+-- made after: finalized before the join, which waits for its thread
+local before = setmetatable({}, { __gc = function()
+  local t = loom.thread(function() loom.sleep(0.05) print("BEFORE-JOIN THREAD RAN") end)
+  print("BEFORE", t ~= nil)
+end })
+print("MAIN END")
+]], 30)
+      ran_to_the_end(out, status)
+      assert.matches("BEFORE\ttrue", out)
+      assert.matches("BEFORE-JOIN THREAD RAN", out, 1, true)
+      assert.matches("AFTER\tfalse\t[^\n]*cannot start thread 'Thread%-%d+': the program is exiting", out)
+      assert.matches("AFTER DAEMON\tfalse\t[^\n]*the program is exiting", out)
+      assert.matches("AFTER IDENT\tnil\tfalse", out)
+      assert.is_nil(out:find("AFTER-JOIN THREAD RAN", 1, true), out)
+    end)
 
     it("an uncollected error is printed as 'Exception in thread NAME' with a traceback (rule 12)", function()
       local out, status = helpers.run_lua([[
