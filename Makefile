@@ -50,9 +50,11 @@ $(EMBED): examples/embed/host.c $(SRCS) $(HDRS)
 # Installs what building and testing need on Debian (once; needs root).
 deps:
 	@command -v lua5.4 >/dev/null && command -v busted >/dev/null && \
-	  command -v luarocks >/dev/null && test -f $(LUA_INCDIR)/lua.h || \
+	  command -v luarocks >/dev/null && test -f $(LUA_INCDIR)/lua.h && \
+	  $(PKG_CONFIG) --exists libuv 2>/dev/null && \
+	  lua5.4 -e 'require "socket"' 2>/dev/null || \
 	  { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); $$SUDO apt-get update -q && \
-	    $$SUDO apt-get install -y -q lua5.4 liblua5.4-dev lua-busted luarocks make gcc python3; }
+	    $$SUDO apt-get install -y -q lua5.4 liblua5.4-dev lua-busted luarocks make gcc python3 lua-socket libuv1-dev pkg-config; }
 
 # Runs the whole spec suite against $(BUILD).
 test: $(SO) $(EMBED)
