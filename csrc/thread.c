@@ -756,8 +756,10 @@ static int l_Thread(lua_State *L) {
   return 1;
 }
 
+#define LAUNCH_EXITING (-1)
+
 /* Puts t (marked T_RUNNING) on the running list and on an OS thread;
-** returns 0, or an errno with t back in T_NEW. */
+** returns 0, or an errno (or LAUNCH_EXITING) with t back in T_NEW. */
 static int launch(loom_thread *t) {
   pthread_mutex_lock(&registry_mu);
   if (exiting) { /* the exit join is over or under way: it would miss t */
@@ -766,8 +768,7 @@ static int launch(loom_thread *t) {
     t->state = T_NEW;
     t->ident = 0;
     pthread_mutex_unlock(&t->mu);
-    return luaL_error(L, "cannot start thread '%s': the program is exiting",
-                      push_name(L, t));
+    return LAUNCH_EXITING;
   }
   t->prev = NULL;
   t->next = running;
@@ -818,6 +819,7 @@ loom_thread *loom__thread_start_native(const char *name, int hook,
   t->state = T_RUNNING;
   t->ident = atomic_fetch_add(&ident_counter, 1);
   *err = launch(t);
+  if (*err == LAUNCH_EXITING) *err = ECANCELED;
   if (*err != 0) {
     thread_destroy(&t->obj);
     return NULL;
@@ -878,6 +880,9 @@ static int thread_start(lua_State *L) {
   if (t->is_main || state != T_NEW)
     return luaL_error(L, "thread '%s' was already started", push_name(L, t));
   int rc = launch(t);
+  if (rc == LAUNCH_EXITING)
+    return luaL_error(L, "cannot start thread '%s': the program is exiting",
+                      push_name(L, t));
   if (rc != 0)
     return luaL_error(L, "cannot start thread '%s': %s", push_name(L, t),
                       strerror(rc));
