@@ -1170,6 +1170,19 @@ static selwaiter *new_selwaiter(int n) {
   return w;
 }
 
+/* Links node s of waiter w into q's select list (q->mu held). */
+static void sel_link(queue *q, selnode *s, selwaiter *w) {
+  s->w = w;
+  s->q = q;
+  s->prev = NULL;
+  s->next = q->sel;
+  if (q->sel) q->sel->prev = s;
+  q->sel = s;
+  s->linked = 1;
+  loom__retain(&q->obj);
+  atomic_fetch_add_explicit(&q->nsel, 1, memory_order_relaxed);
+}
+
 static void sel_unlink(selnode *s) {
   if (!s->linked) return;
   queue *q = s->q;
@@ -1226,17 +1239,8 @@ void *loom__queue_watch(loom_object *o, loom_watch *watch, int *ready) {
   selwaiter *w = new_selwaiter(1);
   if (w == NULL) return NULL;
   w->watch = watch;
-  selnode *s = &w->nodes[0];
   pthread_mutex_lock(&q->mu);
-  s->w = w;
-  s->q = q;
-  s->prev = NULL;
-  s->next = q->sel;
-  if (q->sel) q->sel->prev = s;
-  q->sel = s;
-  s->linked = 1;
-  loom__retain(&q->obj);
-  atomic_fetch_add_explicit(&q->nsel, 1, memory_order_relaxed);
+  sel_link(q, &w->nodes[0], w);
   qlock(q); /* as in select: linked first, then checked */
   *ready = qcount(q) > 0 || qclosed(q);
   qunlock(q);
@@ -1314,15 +1318,7 @@ again:
       ** last poll fired only the waiters linked before it, so closed
       ** queues are counted here too (under mu, which close() holds) */
       pthread_mutex_lock(&q->mu);
-      s->w = w;
-      s->q = q;
-      s->prev = NULL;
-      s->next = q->sel;
-      if (q->sel) q->sel->prev = s;
-      q->sel = s;
-      s->linked = 1;
-      loom__retain(&q->obj);
-      atomic_fetch_add_explicit(&q->nsel, 1, memory_order_relaxed);
+      sel_link(q, s, w);
       qlock(q);
       ready = qcount(q) > 0;
       nclosed += qclosed(q);

@@ -44,6 +44,16 @@ return function(async, loom)
     return false
   end
 
+  -- Waits in self._waiters until a release hands self over; a waiter
+  -- cancelled after the hand-over passes it on with self:release().
+  local function wait_handover(self)
+    local f = Future()
+    push(self._waiters, f)
+    return wait_on(f, function(w)
+      if w:done() and not w:cancelled() then self:release() end
+    end)
+  end
+
   ---------------------------------------------------------------------
   -- Event
   local Event = class("loom.async.Event")
@@ -81,12 +91,7 @@ return function(async, loom)
       self._locked = true
       return true
     end
-    local f = Future()
-    push(self._waiters, f)
-    return wait_on(f, function(w)
-      -- cancelled after the lock was handed over: pass it on
-      if w:done() and not w:cancelled() then self:release() end
-    end)
+    return wait_handover(self)
   end
   --- lock:acquire() -> true (waits without blocking the loop)
   Lock.acquire = lock_acquire
@@ -190,11 +195,7 @@ return function(async, loom)
       self._value = self._value - 1
       return true
     end
-    local f = Future()
-    push(self._waiters, f)
-    return wait_on(f, function(w)
-      if w:done() and not w:cancelled() then self:release() end
-    end)
+    return wait_handover(self)
   end
   --- sem:release()
   function Semaphore:release()
