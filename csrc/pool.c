@@ -24,7 +24,7 @@
 ** submitting state (cached by function) and loaded once per worker
 ** (cached by its code); other functions are copied whole with each task,
 ** as a thread's are. Arguments and a single result use the queue slots'
-** inline values. A worker spins briefly before sleeping, and submit only
+** inline values. Idle workers spin briefly before sleeping, and submit only
 ** signals when a worker sleeps.
 */
 #define _GNU_SOURCE
@@ -39,6 +39,7 @@
 
 #define SPIN_SECONDS 50e-6
 #define CODE_CACHE 64     /* loaded functions a worker keeps */
+#define SPINNERS 2        /* idle workers that may spin at once */
 #define MAX_WORKERS 100000
 
 /* Bytecode of a function whose upvalues are all the globals table. */
@@ -85,7 +86,7 @@ typedef struct core {
   pthread_cond_t idle_cv; /* shutdown(wait) sleeps until nworkers == 0 */
   atomic_int queued;      /* length of the queue (read alone as a hint) */
   loom_future *head, *tail;
-  int spinning;    /* workers waiting for work without sleeping (0 or 1) */
+  int spinning;    /* workers waiting for work without sleeping */
   int nsleep;      /* slots of the workers asleep, most recent last */
   int *sleepers;
   int waiting;     /* workers in take() (spinning or asleep) */
@@ -187,9 +188,9 @@ void loom__pools_exit(void) {
 /* ------------------------------------------------------------------ */
 /* workers                                                              */
 
-/* One idle worker at a time waits a little for work before sleeping. It
-** yields the CPU while it waits: on a busy machine the submitter may need
-** this core more than the spinner does. */
+/* Up to SPINNERS idle workers wait a little for work before sleeping
+** (a sleeper costs the submitter a wake-up, a system call). They yield
+** the CPU while they wait: the submitter may need the core more. */
 static void spin_for_work(core *c) {
   double end = loom__now() + SPIN_SECONDS;
   do {
@@ -221,7 +222,7 @@ static loom_future *take(core *c, int slot) {
       return f;
     }
     if (c->shutdown || c->broken) break;
-    if (!spun && c->spinning == 0) { /* work often comes within microseconds */
+    if (!spun && c->spinning < SPINNERS) { /* work often comes within microseconds */
       spun = 1;
       c->spinning++;
       pthread_mutex_unlock(&c->mu);
