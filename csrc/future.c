@@ -84,6 +84,126 @@ void loom__watch_fire_all(loom_watch **head, int failed) {
 /* ------------------------------------------------------------------ */
 /* the object                                                           */
 
+/*
+** Futures come from slabs of SLAB_BLOCKS blocks (the size of the first
+** future asked for; other sizes from calloc). A pool makes and frees
+** futures by the hundred thousand, and glibc's small bins made such bursts
+** twice as slow round after round (chunks reused from fragmented bins);
+** slabs keep them out of the bins. A slab whose blocks are all free is
+** returned to malloc, except SLAB_KEEP of them kept for the next burst.
+** (With LOOM_SYSTEM_HEAP, as in `make asan`, every future is a calloc
+** block, so that AddressSanitizer sees each one.)
+** slab_mu guards every slab's free list and count, and the lists below;
+** it is a leaf, taken from any thread that makes or frees a future.
+*/
+#define SLAB_BLOCKS 128
+#define SLAB_KEEP 4
+
+typedef struct slab slab;
+typedef union bhdr { /* before each block: its slab (NULL: from calloc) */
+  slab *owner;
+  max_align_t align;
+} bhdr;
+
+struct slab {
+  slab *prev, *next; /* the slabs with a free block */
+  bhdr *free;        /* free blocks, linked through their owner field */
+  int used;
+  _Alignas(max_align_t) unsigned char mem[];
+};
+
+static pthread_mutex_t slab_mu = PTHREAD_MUTEX_INITIALIZER;
+static slab *partial;     /* slabs with a free block */
+static size_t slab_block; /* block size served (0 until the first) */
+static int slab_empty;    /* slabs in `partial` with no block in use */
+
+static size_t stride_of(size_t size) {
+  size_t a = _Alignof(max_align_t);
+  return (sizeof(bhdr) + size + a - 1) / a * a;
+}
+
+static void slab_link(slab *s) {
+  s->prev = NULL;
+  s->next = partial;
+  if (partial) partial->prev = s;
+  partial = s;
+}
+
+static void slab_unlink(slab *s) {
+  if (s->prev) s->prev->next = s->next; else partial = s->next;
+  if (s->next) s->next->prev = s->prev;
+}
+
+static slab *slab_new(size_t size) {
+  size_t stride = stride_of(size);
+  slab *s = (slab *)malloc(sizeof *s + stride * SLAB_BLOCKS);
+  if (s == NULL) return NULL;
+  s->used = 0;
+  s->free = NULL;
+  for (int i = SLAB_BLOCKS - 1; i >= 0; i--) {
+    bhdr *h = (bhdr *)(s->mem + stride * (size_t)i);
+    h->owner = (slab *)s->free; /* the free list reuses the owner field */
+    s->free = h;
+  }
+  return s;
+}
+
+static void *block_alloc(size_t size) {
+  pthread_mutex_lock(&slab_mu);
+  if (slab_block == 0) slab_block = size;
+#ifdef LOOM_SYSTEM_HEAP /* sanitizer builds: a malloc block per future */
+  int ours = 0;
+#else
+  int ours = size == slab_block;
+#endif
+  bhdr *h = NULL;
+  if (ours && partial == NULL) {
+    pthread_mutex_unlock(&slab_mu);
+    slab *s = slab_new(size);
+    if (s == NULL) return NULL;
+    pthread_mutex_lock(&slab_mu);
+    slab_link(s);
+    slab_empty++;
+  }
+  if (ours) {
+    slab *s = partial;
+    h = s->free;
+    s->free = (bhdr *)h->owner;
+    if (s->used++ == 0) slab_empty--;
+    if (s->free == NULL) slab_unlink(s);
+    h->owner = s;
+  }
+  pthread_mutex_unlock(&slab_mu);
+  if (!ours) {
+    h = (bhdr *)calloc(1, sizeof *h + size);
+    if (h == NULL) return NULL;
+    h->owner = NULL;
+    return h + 1;
+  }
+  return memset(h + 1, 0, size);
+}
+
+static void block_free(void *p) {
+  bhdr *h = (bhdr *)p - 1;
+  slab *s = h->owner;
+  if (s == NULL) {
+    free(h);
+    return;
+  }
+  slab *release = NULL;
+  pthread_mutex_lock(&slab_mu);
+  if (s->free == NULL) slab_link(s);
+  h->owner = (slab *)s->free;
+  s->free = h;
+  if (--s->used == 0 && ++slab_empty > SLAB_KEEP) {
+    slab_unlink(s);
+    slab_empty--;
+    release = s;
+  }
+  pthread_mutex_unlock(&slab_mu);
+  free(release);
+}
+
 static void free_result(loom_future *f) {
   loom__value_free(&f->one);
   loom__msg_free(f->many);
@@ -104,14 +224,14 @@ static void future_destroy(loom_object *o) {
   }
   pthread_mutex_destroy(&f->mu);
   if (f->has_cv) pthread_cond_destroy(&f->cv);
-  free(f);
+  block_free(f);
 }
 
 loom_future *loom__future_new(size_t extra, void (*free_extra)(void *)) {
-  loom_future *f = (loom_future *)calloc(1, sizeof *f + extra);
+  loom_future *f = (loom_future *)block_alloc(sizeof(loom_future) + extra);
   if (f == NULL) return NULL;
   if (pthread_mutex_init(&f->mu, NULL) != 0) {
-    free(f);
+    block_free(f);
     return NULL;
   }
   loom__object_init(&f->obj, &future_class);
