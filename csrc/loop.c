@@ -1045,10 +1045,10 @@ static int run_body(lua_State *L) {
   aloop *l = (aloop *)lua_touserdata(L, 1);
   afut *main = spawn(L, l, 2, lua_gettop(L) - 2, "main");
   int midx = lua_gettop(L);
-  int ok = run_until(l, main_done, main);
-  cancel_live(l);
-  if (!run_until(l, none_live, NULL)) ok = 0;
-  if (!ok && main->state == S_PENDING)
+  int stuck = !run_until(l, main_done, main);
+  cancel_live(l); /* the main task too, when it is stuck */
+  if (!run_until(l, none_live, NULL)) stuck = 1;
+  if (stuck)
     return luaL_error(L, "async.run: the main task waits for something that "
                      "can never happen (no task is ready, no timer is set, "
                      "no other thread will wake it)");
