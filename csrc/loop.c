@@ -53,6 +53,7 @@ struct afut {
   int wait;          /* W_* */
   int started;
   int cancel_req;    /* cancel() not yet delivered */
+  int ncancels;      /* cancel() requests not taken back (asyncio's cancelling()) */
   int scheduled;     /* in the ready ring */
   uv_timer_t *timer; /* made by its first sleep, closed when it ends */
   afut *awaiting;    /* W_FUT */
@@ -281,6 +282,7 @@ static void drain_inbox(uv_async_t *h) {
   }
   l->ninbox = 0;
   pthread_mutex_unlock(&l->inbox_mu);
+  if (l->rcount > 0) uv_stop(&l->uv); /* do not block in this turn's poll */
 }
 
 /* Stops a cross-thread wait (the task is resumed, for whatever reason). */
@@ -336,7 +338,11 @@ static void timer_fired(uv_timer_t *h) {
   } else if (t->wait == W_CROSS && t->qwatch != NULL) { /* async.get's timeout */
     t->timed_out = 1;
     schedule(l, t);
+  } else {
+    return;
   }
+  /* a task is ready: this turn of uv_run must not block in its poll */
+  uv_stop(&l->uv);
 }
 
 static void stop_timer(afut *t) {
@@ -355,10 +361,14 @@ static int start_timer(aloop *l, afut *t, double s) {
   uv_update_time(&l->uv);
   double ms = s * 1000.0;
   if (ms > 1e15) ms = 1e15;
-  /* libuv counts whole milliseconds: round up, never wake early */
-  uint64_t whole = (uint64_t)ms;
-  if ((double)whole < ms) whole++;
-  uv_timer_start(h, timer_fired, whole, 0);
+  /* libuv's clock counts whole milliseconds (the monotonic clock, cut
+  ** down): aim at the first whole millisecond at or after the real due
+  ** time, so that a timer never fires early */
+  double due = (double)uv_hrtime() / 1e6 + ms;
+  uint64_t whole = (uint64_t)due;
+  if ((double)whole < due) whole++;
+  uint64_t base = uv_now(&l->uv);
+  uv_timer_start(h, timer_fired, whole > base ? whole - base : 0, 0);
   return 1;
 }
 
@@ -571,6 +581,7 @@ static int cancel_fut(lua_State *L, int idx, afut *f, const char *msg) {
     complete(L, idx, f, S_CANCELLED);
     return 1;
   }
+  f->ncancels++;
   aloop *l = loop_of(f);
   if (f->wait == W_FUT && f->awaiting != NULL) {
     /* pass it on to what it awaits (await's argument 1 on its stack): the
@@ -732,13 +743,19 @@ static int fut_tostring(lua_State *L) {
   return 1;
 }
 
-/* task:uncancel(): drops a cancellation not yet delivered (for timeout
-** and task groups, which cancel a task and then take it back). Returns
-** whether there was one. */
+/* task:uncancel() -> the cancel requests left: takes back one request
+** (for timeouts and task groups, which cancel a task and then handle it);
+** when none is left, one not yet delivered is dropped (asyncio 3.13). */
 static int task_uncancel(lua_State *L) {
   afut *t = check_task(L, 1);
-  lua_pushboolean(L, t->cancel_req);
-  t->cancel_req = 0;
+  if (t->ncancels > 0 && --t->ncancels == 0) t->cancel_req = 0;
+  lua_pushinteger(L, t->ncancels);
+  return 1;
+}
+
+/* task:cancelling() -> the cancel requests not taken back */
+static int task_cancelling(lua_State *L) {
+  lua_pushinteger(L, check_task(L, 1)->ncancels);
   return 1;
 }
 
@@ -918,6 +935,14 @@ static void step(aloop *l, afut *t) {
       lua_pop(t->co, nres);
       /* a bare coroutine.yield() gives the other tasks a turn */
       if (t->wait == W_NONE) schedule(l, t);
+    } else if (status == LUA_OK && t->cancel_req) {
+      /* it cancelled itself and returned before a suspension point: it
+      ** ends cancelled (asyncio), its results dropped */
+      lua_pop(t->co, nres);
+      tidx = push_live(l, t);
+      lua_pushnil(L);
+      set_uv(L, tidx, UV_RESULT);
+      state = S_CANCELLED;
     } else if (status == LUA_OK) {
       luaL_checkstack(L, nres + 8, "too many results");
       tidx = push_live(l, t);
@@ -1030,12 +1055,14 @@ static void cancel_live(aloop *l) {
   lua_settop(L, top);
 }
 
+/* LOOM_ASYNC_DEBUG: unset, empty or 0 is off; 1 (or any word) is on at
+** 0.1 s; another positive number is the threshold in seconds. */
 static double debug_default(void) {
   const char *v = getenv("LOOM_ASYNC_DEBUG");
   if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;
   char *end;
   double s = strtod(v, &end);
-  return (*end == '\0' && s > 0 && s < 1000) ? s : 0.1;
+  return (*end == '\0' && s > 0 && s < 1000 && s != 1) ? s : 0.1;
 }
 
 static LOOM_TLS double tls_slow = -1; /* set_debug before run */
@@ -1133,7 +1160,7 @@ static const luaL_Reg task_methods[] = {
   {"exception", fut_exception}, {"cancel", fut_cancel},
   {"add_done_callback", fut_add_done_callback}, {"await", fut_await},
   {"get_name", task_get_name}, {"set_name", task_set_name},
-  {"uncancel", task_uncancel},
+  {"uncancel", task_uncancel}, {"cancelling", task_cancelling},
   {NULL, NULL}
 };
 

@@ -77,7 +77,9 @@ function async.gather(...)
   end
   local r = pack(pcall(await, outer))
   if not r[1] then
-    if loom.is_cancelled(r[2]) then -- the waiter was cancelled: so are they
+    -- the waiter was cancelled (not a child, whose cancellation ends
+    -- outer with an error): so are the children
+    if loom.is_cancelled(r[2]) and not (outer:done() and not outer:cancelled()) then
       for i = 1, n do children[i]:cancel() end
     end
     error(r[2], 0)
@@ -102,8 +104,10 @@ function async.wait_for(x, timeout)
     error(r[2], 0)
   end
   local fired = false
+  local deadline = loom.now() + timeout
   local timer = spawn(function()
-    A.sleep(timeout)
+    local left = deadline - loom.now()
+    if left > 0 then A.sleep(left) end
     fired = true
     t:cancel()
   end)
@@ -234,11 +238,14 @@ Timeout.__metatable = "loom.async.Timeout"
 
 function Timeout:expired() return self._expired end
 
+-- At expiry the task was cancelled: the scope takes its own request back
+-- and turns the cancellation into a timeout error, unless another request
+-- came on top of it (an outer timeout, a cancel()): then the cancellation
+-- goes on to whoever made that one (asyncio's rule).
 function Timeout:__close(err)
   if self._timer and not self._timer:done() then self._timer:cancel() end
   if self._expired then
-    self._task:uncancel() -- a cancellation not delivered yet is ours
-    if err == nil or loom.is_cancelled(err) then
+    if self._task:uncancel() <= self._cancelling and err ~= nil and loom.is_cancelled(err) then
       error(loom.error("timeout", ("timed out after %s seconds"):format(self._delay)), 0)
     end
   end
@@ -251,10 +258,13 @@ function async.timeout(delay)
   end
   local task = current()
   if task == nil then error("async.timeout must be used inside a task", 2) end
-  local self = setmetatable({ _task = task, _delay = delay, _expired = false }, Timeout)
+  local self = setmetatable({ _task = task, _delay = delay, _expired = false,
+                             _cancelling = task:cancelling() }, Timeout)
   if delay ~= nil then
+    local deadline = loom.now() + delay -- from now, not from the timer's first turn
     self._timer = spawn(function()
-      if delay > 0 then A.sleep(delay) end
+      local left = deadline - loom.now()
+      if left > 0 then A.sleep(left) end
       self._expired = true
       task:cancel()
     end)
@@ -274,6 +284,8 @@ function Group:spawn(fn, ...)
   local t = spawn(fn, ...)
   self._tasks[#self._tasks + 1] = t
   t:add_done_callback(function(c)
+    local wake = self._wake
+    if wake and not wake:done() then wake:set_result() end
     if c:cancelled() then return end
     local ok, err = outcome(c)
     if not ok then
@@ -304,21 +316,32 @@ local function group_error(errors)
 end
 
 -- Waits for every child (the normal end of the body, where waiting can
--- suspend). Returns the body's cancellation when it was the group's own.
+-- suspend). It waits on a future of its own, never on a child, so that a
+-- cancellation of the parent reaches the group and not one child: the
+-- group then cancels every child, waits for them, and raises that
+-- cancellation at its end (unless children failed).
 function Group:_wait_all()
   local i = 1
   while i <= #self._tasks do
-    local t = self._tasks[i]
-    if not t:done() then
-      local ok, err = pcall(await, t)
-      if not ok and loom.is_cancelled(err) and not t:cancelled() then
-        -- the parent itself was cancelled from outside: pass it on
+    if self._tasks[i]:done() then
+      i = i + 1
+    else
+      self._wake = Future()
+      local ok, err = pcall(await, self._wake)
+      self._wake = nil
+      if not ok then
+        self._propagate = self._propagate or err
         self:_abort()
       end
-    else
-      i = i + 1
     end
   end
+end
+
+function Group:_finish()
+  self._closed = true
+  if self._parent_cancelled then self._parent:uncancel() end
+  if #self._errors > 0 then error(group_error(self._errors), 0) end
+  if self._propagate then error(self._propagate, 0) end
 end
 
 function Group:__close(err)
@@ -331,9 +354,7 @@ function Group:__close(err)
     error(#self._errors > 0 and group_error(self._errors) or err, 0)
   end
   if err == nil then self:_wait_all() end
-  self._closed = true
-  if self._parent_cancelled then self._parent:uncancel() end
-  if #self._errors > 0 then error(group_error(self._errors), 0) end
+  self:_finish()
 end
 
 --- local g <close> = async.group(); g:spawn(fn, ...)   (asyncio.TaskGroup)
@@ -348,18 +369,14 @@ function async.group(body)
     error("bad argument #1 to 'group' (function expected, got " .. type(body) .. ")", 2)
   end
   local r = pack(pcall(body, g))
+  g._exiting = true
   if not r[1] then
-    if not (loom.is_cancelled(r[2]) and g._parent_cancelled) and not loom.is_cancelled(r[2]) then
-      g._errors[#g._errors + 1] = r[2]
-    end
+    if not loom.is_cancelled(r[2]) then g._errors[#g._errors + 1] = r[2] end
     g:_abort()
   end
-  g._exiting = true
   g:_wait_all()
-  g._closed = true
-  if g._parent_cancelled then parent:uncancel() end
-  if #g._errors > 0 then error(group_error(g._errors), 0) end
-  if not r[1] then error(r[2], 0) end
+  g:_finish()
+  if not r[1] and not (loom.is_cancelled(r[2]) and g._parent_cancelled) then error(r[2], 0) end
   return unpack(r, 2, r.n)
 end
 

@@ -25,6 +25,13 @@ return function(async, loom)
     return true
   end
 
+  local function check_timeout(t, argn, fname)
+    if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
+      error(("bad argument #%d to '%s' (timeout must be a non-negative number)")
+        :format(argn, fname), 3)
+    end
+  end
+
   -- A FIFO of futures with cancelled ones skipped.
   local function fifo() return { head = 1, tail = 0 } end
   local function push(q, f) q.tail = q.tail + 1; q[q.tail] = f end
@@ -376,16 +383,19 @@ return function(async, loom)
   --- q:put(v[, timeout]) -> true | nil, "timeout"; waits while full
   function Queue:put(v, timeout)
     if v == nil then error("bad argument #1 to 'put' (value expected)", 2) end
+    check_timeout(timeout, 2, "put")
     local deadline = timeout and loom.now() + timeout
     while true do
       if self._closed then error(closed_error(), 2) end
       if not self:full() then return self:put_nowait(v) end
-      local f = Future()
-      push(self._putters, f)
       local left = deadline and deadline - loom.now()
       if left and left <= 0 then return nil, "timeout" end
+      local f = Future()
+      push(self._putters, f)
       local ok, err = pcall(async.wait_for, f, left)
       if not ok then
+        -- room was meant for us: let the next putter have it
+        if f:done() and not f:cancelled() then wake_one(self._putters) end
         if loom.is_timeout(err) then return nil, "timeout" end
         error(err, 0)
       end
@@ -402,14 +412,15 @@ return function(async, loom)
 
   --- q:get([timeout]) -> v | nil, "timeout" | nil, "closed"
   function Queue:get(timeout)
+    check_timeout(timeout, 1, "get")
     local deadline = timeout and loom.now() + timeout
     while true do
       if self._n > 0 then return self:get_nowait() end
       if self._closed then return nil, "closed" end
-      local f = Future()
-      push(self._getters, f)
       local left = deadline and deadline - loom.now()
       if left and left <= 0 then return nil, "timeout" end
+      local f = Future()
+      push(self._getters, f)
       local ok, err = pcall(async.wait_for, f, left)
       if not ok then
         if loom.is_timeout(err) then return nil, "timeout" end
