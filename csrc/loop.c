@@ -25,64 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <uv.h>
-
-#include "loom_internal.h"
-
-enum { S_PENDING, S_OK, S_ERROR, S_CANCELLED };
-enum { W_NONE, W_READY, W_SLEEP, W_FUT, W_CROSS };
-/* uservalues of a future's userdata */
-enum { UV_CO = 1, UV_RESULT, UV_CALLBACKS, UV_NAME, UV_DEFINED, NUV = 5 };
-
-#define FUTURE_META "loom.async.Future"
-#define TASK_META "loom.async.Task"
-
-typedef struct aloop aloop;
-typedef struct afut afut;
-
-struct afut {
-  uint64_t loop_id;  /* the loop it belongs to */
-  aloop *loop;       /* only dereferenced while loop_id matches */
-  int state;
-  int is_task;
-  afut **waiters;    /* tasks awaiting this one (removed when they stop) */
-  int nwaiters, capwaiters;
-  int has_callbacks; /* UV_CALLBACKS holds a list */
-  /* tasks only */
-  lua_State *co;
-  int wait;          /* W_* */
-  int started;
-  int cancel_req;    /* cancel() not yet delivered */
-  int ncancels;      /* cancel() requests not taken back (asyncio's cancelling()) */
-  int scheduled;     /* in the ready ring */
-  uv_timer_t *timer; /* made by its first sleep, closed when it ends */
-  afut *awaiting;    /* W_FUT */
-  loom_watch watch;  /* W_CROSS */
-  loom_object *cross;
-  int cross_is_thread;
-  void *qwatch;      /* W_CROSS on a thread queue (async.get) */
-  int timed_out;     /* the timer of a wait with a timeout fired */
-  char *cancel_msg;  /* of cancel(msg), for the cancellation error */
-  int seen;          /* its error was looked at (else reported at __gc) */
-  uint64_t id;
-};
-
-struct aloop {
-  uv_loop_t uv;
-  uv_async_t wake;
-  uint64_t id;
-  lua_State *L;       /* the state running async.run */
-  int live;           /* registry ref: task userdata -> true while not done */
-  int due;            /* registry ref: futures whose callbacks must run */
-  afut **ready;       /* ring of tasks to resume */
-  size_t rhead, rcount, rcap;
-  afut *current;
-  int ncross;         /* tasks waiting on other threads: wake stays referenced */
-  double slow;        /* debug: report steps longer than this (0: off) */
-  pthread_mutex_t inbox_mu;
-  afut **inbox;       /* tasks woken by other threads, under inbox_mu */
-  int ninbox, capinbox;
-};
+#include "loop.h"
 
 /* While tasks are ready, timers and wake-ups are looked at this often. */
 #define POLL_EVERY 200e-6
@@ -335,8 +278,8 @@ static void timer_fired(uv_timer_t *h) {
   if (l == NULL) return;
   if (t->wait == W_SLEEP) {
     schedule(l, t);
-  } else if (t->wait == W_CROSS && t->qwatch != NULL) { /* async.get's timeout */
-    t->timed_out = 1;
+  } else if ((t->wait == W_CROSS && t->qwatch != NULL) || t->wait == W_IO) {
+    t->timed_out = 1; /* the timeout of async.get or of a socket's wait */
     schedule(l, t);
   } else {
     return;
@@ -830,6 +773,35 @@ static int l_current_task(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------ */
+/* for loop_net.c                                                       */
+
+aloop *loom__loop_running(void) { return tls_loop; }
+aloop *loom__loop_of(afut *f) { return loop_of(f); }
+
+afut *loom__loop_task(lua_State *L, const char *what) {
+  return current_task(L, what);
+}
+
+/* Called from libuv's callbacks: the turn of uv_run that runs them must
+** not then block in its poll. */
+int loom__loop_schedule(aloop *l, afut *t) {
+  if (!schedule(l, t)) return 0;
+  uv_stop(&l->uv);
+  return 1;
+}
+
+int loom__loop_timer(aloop *l, afut *t, double s) { return start_timer(l, t, s); }
+void loom__loop_timer_stop(afut *t) { stop_timer(t); }
+
+int loom__loop_deliver_cancel(lua_State *L, afut *t) {
+  return deliver_cancel(L, t);
+}
+
+afut *loom__loop_spawn(lua_State *L, aloop *l, int idx, int n, const char *name) {
+  return spawn(L, l, idx, n, name);
+}
+
+/* ------------------------------------------------------------------ */
 /* the scheduler                                                        */
 
 /* Runs the callbacks of the futures that completed, in the loop's own
@@ -1087,7 +1059,9 @@ static int run_body(lua_State *L) {
 static void close_any(uv_handle_t *h, void *arg) {
   (void)arg;
   if (uv_is_closing(h)) return;
-  uv_close(h, h->type == UV_TIMER ? free_timer : NULL);
+  if (h->type == UV_TIMER) uv_close(h, free_timer);
+  else if (h->type == UV_ASYNC) uv_close(h, NULL);
+  else loom__net_close_handle(h);
 }
 
 /* async.run(fn, ...) -> fn's results, run as the main task of a new loop
@@ -1113,6 +1087,8 @@ static int l_run(lua_State *L) {
   l->live = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   l->due = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  l->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
   tls_loop = l;
 
   int n = lua_gettop(L);
@@ -1128,6 +1104,8 @@ static int l_run(lua_State *L) {
   pthread_mutex_destroy(&l->inbox_mu);
   luaL_unref(L, LUA_REGISTRYINDEX, l->live);
   luaL_unref(L, LUA_REGISTRYINDEX, l->due);
+  luaL_unref(L, LUA_REGISTRYINDEX, l->anchors);
+  loom__net_free_loop(l);
   free(l->ready);
   free(l->inbox);
   free(l);
@@ -1192,5 +1170,6 @@ void loom__open_loop(lua_State *L) {
   new_meta(L, FUTURE_META, fut_methods);
   new_meta(L, TASK_META, task_methods);
   luaL_newlib(L, loop_funcs);
+  loom__open_net(L);
   lua_setfield(L, -2, "async");
 }

@@ -26,7 +26,7 @@ build = {
     ["loom.core"] = {
       sources = {
         "csrc/core.c", "csrc/error.c", "csrc/future.c", "csrc/heap.c", "csrc/object.c",
-        "csrc/loop.c", "csrc/pool.c", "csrc/queue.c",
+        "csrc/loop.c", "csrc/loop_net.c", "csrc/pool.c", "csrc/queue.c",
         "csrc/shared.c",
         "csrc/stream.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",
         "csrc/wait.c",
@@ -41,5 +41,6 @@ build = {
     ["loom.pool"] = "lua/loom/pool.lua",
     ["loom.async"] = "lua/loom/async.lua",
     ["loom.async_sync"] = "lua/loom/async_sync.lua",
+    ["loom.async_net"] = "lua/loom/async_net.lua",
   },
 }

@@ -423,5 +423,6 @@ function async.put(q, v, timeout)
 end
 
 require("loom.async_sync")(async, loom)
+require("loom.async_net")(async, loom)
 
 return async
