@@ -10,22 +10,12 @@ local loom = require "loom"
 
 local N = 8
 
--- What the server holds: image k's size, delay and bytes. Client and
--- server call the same functions, so the client knows what to expect.
-local function image_spec(k, n)
-  local size = 1000 * (20 + (k - 1) * 180 // (n - 1)) + 17 * k  -- 20-200 KB
-  local delay = 0.1 + 0.1 * ((3 * k) % n) / (n - 1)             -- 100-200 ms
-  return size, delay
-end
-
-local function make_image(k, size)
-  local words, x = {}, k * 2654435761 & 0xffffffff
-  for i = 1, (size + 3) // 4 do
-    x = (x * 1103515245 + 12345) & 0xffffffff
-    words[i] = string.pack("<I4", x)
-  end
-  return table.concat(words):sub(1, size)
-end
+-- What the server holds (examples/download_site.lua): image k's size,
+-- delay and bytes. Client and server call the same functions, so the
+-- client knows what to expect.
+local here = arg and arg[0] and arg[0]:match("^(.*)/") or "examples"
+local site = dofile(here .. "/download_site.lua")
+local image_spec, make_image = site.image_spec, site.make_image
 
 ---------------------------------------------------------------- the server
 -- The server's threads all wait in accept() on one listening socket (the
@@ -102,24 +92,8 @@ local function download_image(url, filename)
   return body
 end
 
--- Checks every image byte by byte against what the server should have sent.
 local function verify(label, bodies, seconds)
-  local good, bytes = 0, 0
-  for k = 1, N do
-    local expected = make_image(k, (image_spec(k, N)))
-    local got = bodies[k] or ""
-    if got == expected then
-      good, bytes = good + 1, bytes + #got
-    else
-      local at = 1
-      while at <= #got and got:byte(at) == expected:byte(at) do at = at + 1 end
-      print(("%s: img_%d.bin differs from byte %d (got %d bytes of %d)")
-        :format(label, k, at, #got, #expected))
-    end
-  end
-  print(("%-28s %d of %d images verified (%d bytes) in %.2f s")
-    :format(label .. ":", good, N, bytes, seconds))
-  return seconds
+  return site.verify(label, bodies, N, seconds)
 end
 
 -- 1. One after another.

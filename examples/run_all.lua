@@ -1,6 +1,6 @@
 -- The demo: runs every example in order, each as its own lua5.4 process.
 local build = os.getenv("LOOM_BUILD") or "build"
-local p = assert(io.popen("ls examples/[0-9][0-9]_*.lua"))
+local p = assert(io.popen("ls examples/[0-9][0-9]_*.lua examples/echo_server.lua"))
 local failed = 0
 for file in p:lines() do
   print(("\n=== %s ==="):format(file))

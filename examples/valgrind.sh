@@ -20,7 +20,7 @@ check() {
   fi
 }
 
-for f in examples/[0-9][0-9]_*.lua; do
+for f in examples/[0-9][0-9]_*.lua examples/echo_server.lua; do
   case "$f" in
     *02_no_gil*) check "$f" "$f" 20000 ;;
     *) check "$f" "$f" ;;

@@ -1,9 +1,9 @@
--- Runs every examples/NN_name.lua as a user would and checks its output
--- with spec/example_checks/NN_name.lua, which returns
+-- Runs every examples/NN_name.lua (and echo_server.lua) as a user would
+-- and checks its output with spec/example_checks/<name>.lua, which returns
 -- function(output, status) that asserts what the example must print.
 local helpers = require "helpers"
 
-local p = assert(io.popen("ls examples/[0-9][0-9]_*.lua 2>/dev/null"))
+local p = assert(io.popen("ls examples/[0-9][0-9]_*.lua examples/echo_server.lua 2>/dev/null"))
 local files = {}
 for f in p:lines() do files[#files + 1] = f end
 p:close()
