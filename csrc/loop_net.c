@@ -38,6 +38,7 @@
 #define SERVER_META "loom.async.Server"
 #define SCRATCH_SIZE 65536
 #define DEFAULT_LIMIT 65536
+#define SMALL_BUFFER 1024
 #define HIGH_WATER 65536 /* drain waits above this (asyncio's default) */
 #define LOW_WATER 16384  /* ... until the unsent bytes fall to this */
 
@@ -342,10 +343,13 @@ static void want_data(astream *s) {
 static void consume(astream *s, size_t n) {
   s->off += n;
   s->len -= n;
-  if (s->len == 0) { /* an idle connection keeps no buffer */
-    free(s->buf);
-    s->buf = NULL;
-    s->off = s->cap = 0;
+  if (s->len == 0) {
+    s->off = 0;
+    if (s->cap > SMALL_BUFFER) { /* an idle connection keeps a small buffer at most */
+      free(s->buf);
+      s->buf = NULL;
+      s->cap = 0;
+    }
   }
   want_data(s);
 }
@@ -756,6 +760,7 @@ static void connect_done(uv_connect_t *req, int status) {
   free(req);
   if (status == 0) {
     s->connected = 1;
+    uv_tcp_nodelay(&s->tcp, 1); /* as asyncio: small writes go out at once */
     want_data(s);
   } else if (s->err == 0) {
     s->err = status;
@@ -966,6 +971,7 @@ static int accept_one(lua_State *L) {
     return 0;
   }
   s->connected = 1;
+  uv_tcp_nodelay(&s->tcp, 1);
   want_data(s);
   lua_getiuservalue(L, 3, 1); /* 5: handler */
   lua_pushvalue(L, 4);
