@@ -6,9 +6,8 @@
 ** Ownership: tasks and loop futures are full userdata of the state that
 ** runs the loop (never loom objects: they do not cross threads). While a
 ** task is not done it is anchored in the loop's table of live tasks, so a
-** task that nobody references still runs to its end. A task that ever
-** slept owns a uv_timer_t (closed when the task ends, freed by the close
-** callback, so it never points into a collected task). The loop struct belongs to
+** task that nobody references still runs to its end. A task with a
+** deadline is in the loop's timer heap until it is woken or ends. The loop struct belongs to
 ** async.run's C frame and is freed when run returns; tasks that outlive it
 ** remember its id and refuse to be awaited or cancelled afterwards.
 **
@@ -133,6 +132,10 @@ static afut *pop_ready(aloop *l) {
 /* waiters                                                              */
 
 static int add_waiter(afut *f, afut *t) {
+  if (f->waiter == NULL) {
+    f->waiter = t;
+    return 1;
+  }
   if (f->nwaiters == f->capwaiters) {
     int ncap = f->capwaiters ? f->capwaiters * 2 : 4;
     afut **w = (afut **)realloc(f->waiters, (size_t)ncap * sizeof *w);
@@ -145,6 +148,10 @@ static int add_waiter(afut *f, afut *t) {
 }
 
 static void remove_waiter(afut *f, afut *t) {
+  if (f->waiter == t) {
+    f->waiter = NULL;
+    return;
+  }
   for (int i = 0; i < f->nwaiters; i++)
     if (f->waiters[i] == t) {
       f->waiters[i] = f->waiters[--f->nwaiters];
@@ -157,8 +164,10 @@ static void remove_waiter(afut *f, afut *t) {
 static void complete(lua_State *L, int idx, afut *f, int state) {
   f->state = state;
   aloop *l = loop_of(f);
+  if (l != NULL && f->waiter != NULL) schedule(l, f->waiter);
   for (int i = 0; i < f->nwaiters; i++)
     if (l != NULL) schedule(l, f->waiters[i]);
+  f->waiter = NULL;
   f->nwaiters = 0;
   if (f->has_callbacks && l != NULL) anchor(L, l->due, idx, 1);
 }
@@ -166,9 +175,17 @@ static void complete(lua_State *L, int idx, afut *f, int state) {
 /* ------------------------------------------------------------------ */
 /* results                                                              */
 
-/* Stores the n values at the top of L as f's results (popped). */
-static void store_results(lua_State *L, int idx, int n) {
+/* Stores the n values at the top of L as f's results (popped): none or
+** one as they are, more in a table. */
+static void store_results(lua_State *L, int idx, int n, afut *f) {
   idx = lua_absindex(L, idx);
+  f->nres = n;
+  if (n <= 1) {
+    if (n == 0) lua_pushnil(L);
+    set_uv(L, idx, UV_RESULT);
+    return;
+  }
+  f->nres = -1;
   lua_createtable(L, n, 1);
   lua_insert(L, -n - 1);
   for (int i = n; i >= 1; i--) lua_rawseti(L, -i - 1, i);
@@ -184,6 +201,10 @@ static int push_results(lua_State *L, int idx, afut *f) {
                        f->cancel_msg ? f->cancel_msg : "cancelled");
   push_uv(L, idx, UV_RESULT);
   if (f->state == S_ERROR) return lua_error(L);
+  if (f->nres >= 0) {
+    if (f->nres == 0) lua_pop(L, 1);
+    return f->nres;
+  }
   int n = (int)lua_rawlen(L, -1);
   lua_getfield(L, -1, "n");
   if (lua_isinteger(L, -1)) n = (int)lua_tointeger(L, -1);
@@ -268,50 +289,127 @@ static int deliver_cancel(lua_State *L, afut *t) {
                      t->cancel_msg ? t->cancel_msg : "cancelled");
 }
 
-static void free_timer(uv_handle_t *h) {
-  free(h);
+/* The loop's timers: one uv_timer_t per loop, armed for the earliest
+** deadline of a binary min-heap of tasks (an array: no allocation per
+** timer, and a cache-friendly sift). Deadlines are uv_hrtime()
+** nanoseconds, so a wait never ends before its time whatever the
+** millisecond rounding of libuv's clock. */
+
+static int due_before(const afut *a, const afut *b) {
+  return a->due < b->due || (a->due == b->due && a->due_seq < b->due_seq);
 }
 
-static void timer_fired(uv_timer_t *h) {
-  afut *t = (afut *)h->data;
-  aloop *l = loop_of(t);
-  if (l == NULL) return;
+static void heap_set(aloop *l, int i, afut *t) {
+  l->heap[i] = t;
+  t->heap_idx = i;
+}
+
+static void sift_up(aloop *l, int i) {
+  afut *t = l->heap[i];
+  while (i > 0) {
+    int p = (i - 1) / 2;
+    if (!due_before(t, l->heap[p])) break;
+    heap_set(l, i, l->heap[p]);
+    i = p;
+  }
+  heap_set(l, i, t);
+}
+
+static void sift_down(aloop *l, int i) {
+  afut *t = l->heap[i];
+  for (;;) {
+    int c = 2 * i + 1;
+    if (c >= l->nheap) break;
+    if (c + 1 < l->nheap && due_before(l->heap[c + 1], l->heap[c])) c++;
+    if (!due_before(l->heap[c], t)) break;
+    heap_set(l, i, l->heap[c]);
+    i = c;
+  }
+  heap_set(l, i, t);
+}
+
+static void heap_remove(aloop *l, afut *t) {
+  int i = t->heap_idx;
+  if (i < 0) return;
+  t->heap_idx = -1;
+  afut *last = l->heap[--l->nheap];
+  if (i == l->nheap) return;
+  heap_set(l, i, last);
+  if (i > 0 && due_before(last, l->heap[(i - 1) / 2])) sift_up(l, i);
+  else sift_down(l, i);
+}
+
+static void timer_fired(uv_timer_t *h);
+
+/* Arms the loop's timer for the earliest deadline (or stops it). */
+static void rearm(aloop *l) {
+  if (l->nheap == 0) {
+    if (l->armed_due != 0) uv_timer_stop(&l->timer);
+    l->armed_due = 0;
+    return;
+  }
+  uint64_t due = l->heap[0]->due;
+  if (due == l->armed_due) return;
+  l->armed_due = due;
+  uv_update_time(&l->uv);
+  uint64_t now = uv_hrtime();
+  uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
+  uv_timer_start(&l->timer, timer_fired, ms, 0);
+}
+
+/* A deadline passed: a sleeper is woken; a wait with a timeout is woken
+** with timed_out set. */
+static void expire(aloop *l, afut *t) {
   if (t->wait == W_SLEEP) {
     schedule(l, t);
   } else if ((t->wait == W_CROSS && t->qwatch != NULL) || t->wait == W_IO) {
     t->timed_out = 1; /* the timeout of async.get or of a socket's wait */
     schedule(l, t);
-  } else {
-    return;
   }
+}
+
+static void timer_fired(uv_timer_t *h) {
+  aloop *l = (aloop *)h->data;
+  uint64_t now = uv_hrtime();
+  l->armed_due = 0;
+  int woke = 0;
+  while (l->nheap > 0 && l->heap[0]->due <= now) {
+    afut *t = l->heap[0];
+    heap_remove(l, t);
+    expire(l, t);
+    woke = 1;
+  }
+  rearm(l);
   /* a task is ready: this turn of uv_run must not block in its poll */
-  uv_stop(&l->uv);
+  if (woke) uv_stop(&l->uv);
 }
 
 static void stop_timer(afut *t) {
-  if (t->timer != NULL) uv_timer_stop(t->timer);
+  aloop *l;
+  if (t->heap_idx < 0 || (l = loop_of(t)) == NULL) return;
+  int was_first = t->heap_idx == 0;
+  heap_remove(l, t);
+  if (was_first) rearm(l);
 }
 
-/* Arms t's timer (made on first use, reused after) for s seconds. */
+/* Sets t's deadline s seconds from now. */
 static int start_timer(aloop *l, afut *t, double s) {
-  uv_timer_t *h = t->timer;
-  if (h == NULL) {
-    if ((h = (uv_timer_t *)malloc(sizeof *h)) == NULL) return 0;
-    uv_timer_init(&l->uv, h);
-    h->data = t;
-    t->timer = h;
+  stop_timer(t);
+  if (l->nheap == l->capheap) {
+    int ncap = l->capheap ? l->capheap * 2 : 64;
+    afut **hp = (afut **)realloc(l->heap, (size_t)ncap * sizeof *hp);
+    if (hp == NULL) return 0;
+    l->heap = hp;
+    l->capheap = ncap;
   }
-  uv_update_time(&l->uv);
-  double ms = s * 1000.0;
-  if (ms > 1e15) ms = 1e15;
-  /* libuv's clock counts whole milliseconds (the monotonic clock, cut
-  ** down): aim at the first whole millisecond at or after the real due
-  ** time, so that a timer never fires early */
-  double due = (double)uv_hrtime() / 1e6 + ms;
-  uint64_t whole = (uint64_t)due;
-  if ((double)whole < due) whole++;
-  uint64_t base = uv_now(&l->uv);
-  uv_timer_start(h, timer_fired, whole > base ? whole - base : 0, 0);
+  double ns = s * 1e9;
+  if (ns > 1e18) ns = 1e18;
+  t->due = uv_hrtime() + (uint64_t)ns + 1;
+  t->due_seq = l->due_seq++;
+  l->heap[l->nheap] = t;
+  t->heap_idx = l->nheap++;
+  sift_up(l, t->heap_idx);
+  if (t->heap_idx == 0) rearm(l);
   return 1;
 }
 
@@ -566,6 +664,7 @@ static int fut_gc(lua_State *L) {
     fflush(stderr);
   }
   free(f->waiters);
+  f->waiter = NULL;
   f->waiters = NULL;
   f->nwaiters = f->capwaiters = 0;
   free(f->cancel_msg);
@@ -577,6 +676,7 @@ static int fut_gc(lua_State *L) {
 static afut *new_fut(lua_State *L, aloop *l, int is_task) {
   afut *f = (afut *)lua_newuserdatauv(L, sizeof *f, NUV);
   memset(f, 0, sizeof *f);
+  f->heap_idx = -1;
   f->loop_id = l->id;
   f->loop = l;
   f->is_task = is_task;
@@ -648,7 +748,7 @@ static int fut_set(lua_State *L, int ok) {
   if (f->state != S_PENDING)
     return luaL_error(L, "invalid state: the future is already done");
   if (ok) {
-    store_results(L, 1, lua_gettop(L) - 1);
+    store_results(L, 1, lua_gettop(L) - 1, f);
   } else {
     luaL_checkany(L, 2);
     lua_settop(L, 2);
@@ -919,7 +1019,7 @@ static void step(aloop *l, afut *t) {
       luaL_checkstack(L, nres + 8, "too many results");
       tidx = push_live(l, t);
       lua_xmove(t->co, L, nres);
-      store_results(L, tidx, nres);
+      store_results(L, tidx, nres, t);
       state = S_OK;
     } else {
       luaL_checkstack(L, 8, NULL);
@@ -946,10 +1046,7 @@ static void step(aloop *l, afut *t) {
     }
   }
   if (state != S_PENDING) {
-    if (t->timer != NULL) {
-      uv_close((uv_handle_t *)t->timer, free_timer);
-      t->timer = NULL;
-    }
+    stop_timer(t);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->live);
     lua_pushnil(L);
     lua_rawsetp(L, -2, t);
@@ -1059,8 +1156,7 @@ static int run_body(lua_State *L) {
 static void close_any(uv_handle_t *h, void *arg) {
   (void)arg;
   if (uv_is_closing(h)) return;
-  if (h->type == UV_TIMER) uv_close(h, free_timer);
-  else if (h->type == UV_ASYNC) uv_close(h, NULL);
+  if (h->type == UV_TIMER || h->type == UV_ASYNC) uv_close(h, NULL);
   else loom__net_close_handle(h);
 }
 
@@ -1077,6 +1173,8 @@ static int l_run(lua_State *L) {
     return luaL_error(L, "cannot make an event loop");
   }
   uv_async_init(&l->uv, &l->wake, drain_inbox);
+  uv_timer_init(&l->uv, &l->timer);
+  l->timer.data = l;
   l->wake.data = l;
   uv_unref((uv_handle_t *)&l->wake); /* referenced only while tasks need it */
   pthread_mutex_init(&l->inbox_mu, NULL);
@@ -1107,6 +1205,7 @@ static int l_run(lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, l->anchors);
   loom__net_free_loop(l);
   free(l->ready);
+  free(l->heap);
   free(l->inbox);
   free(l);
   tls_loop = NULL;

@@ -26,8 +26,10 @@ struct afut {
   aloop *loop;       /* only dereferenced while loop_id matches */
   int state;
   int is_task;
-  afut **waiters;    /* tasks awaiting this one (removed when they stop) */
+  afut *waiter;      /* the first task awaiting this one (most have one) */
+  afut **waiters;    /* the others (each removed when it stops waiting) */
   int nwaiters, capwaiters;
+  int nres;          /* S_OK: results stored in UV_RESULT (-1: a table of them) */
   int has_callbacks; /* UV_CALLBACKS holds a list */
   /* tasks only */
   lua_State *co;
@@ -36,7 +38,9 @@ struct afut {
   int cancel_req;    /* cancel() not yet delivered */
   int ncancels;      /* cancel() requests not taken back (asyncio's cancelling()) */
   int scheduled;     /* in the ready ring */
-  uv_timer_t *timer; /* made by its first sleep, closed when it ends */
+  uint64_t due;      /* in the loop's timer heap: when (uv_hrtime, ns) */
+  uint64_t due_seq;  /* ... and its order among equal times */
+  int heap_idx;      /* its place in the heap, or -1 */
   afut *awaiting;    /* W_FUT */
   loom_watch watch;  /* W_CROSS */
   loom_object *cross;
@@ -58,6 +62,11 @@ struct aloop {
   afut **ready;       /* ring of tasks to resume */
   size_t rhead, rcount, rcap;
   afut *current;
+  uv_timer_t timer;   /* armed for the earliest entry of the heap */
+  afut **heap;        /* the tasks with a deadline: a binary min-heap */
+  int nheap, capheap;
+  uint64_t armed_due; /* what `timer` is armed for (0: not armed) */
+  uint64_t due_seq;
   int ncross;         /* tasks waiting on other threads: wake stays referenced */
   double slow;        /* debug: report steps longer than this (0: off) */
   pthread_mutex_t inbox_mu;
