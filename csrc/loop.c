@@ -169,7 +169,10 @@ static void complete(lua_State *L, int idx, afut *f, int state) {
     if (l != NULL) schedule(l, f->waiters[i]);
   f->waiter = NULL;
   f->nwaiters = 0;
-  if (f->has_callbacks && l != NULL) anchor(L, l->due, idx, 1);
+  if (f->has_callbacks && l != NULL) {
+    anchor(L, l->due, idx, 1);
+    l->any_due = 1;
+  }
 }
 
 /* ------------------------------------------------------------------ */
@@ -739,7 +742,10 @@ static int fut_add_done_callback(lua_State *L) {
   f->has_callbacks = 1;
   retrieved(f);
   aloop *l = loop_of(f);
-  if (f->state != S_PENDING && l != NULL) anchor(L, l->due, 1, 1);
+  if (f->state != S_PENDING && l != NULL) {
+    anchor(L, l->due, 1, 1);
+    l->any_due = 1;
+  }
   return 0;
 }
 
@@ -907,6 +913,8 @@ afut *loom__loop_spawn(lua_State *L, aloop *l, int idx, int n, const char *name)
 /* Runs the callbacks of the futures that completed, in the loop's own
 ** state, each in protected mode (errors are reported, not raised). */
 static void run_due(aloop *l) {
+  if (!l->any_due) return;
+  l->any_due = 0;
   lua_State *L = l->L;
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, l->due);

@@ -59,6 +59,7 @@ struct aloop {
   lua_State *L;       /* the state running async.run */
   int live;           /* registry ref: task userdata -> true while not done */
   int due;            /* registry ref: futures whose callbacks must run */
+  int any_due;        /* ... and whether it may hold any */
   afut **ready;       /* ring of tasks to resume */
   size_t rhead, rcount, rcap;
   afut *current;
