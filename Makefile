@@ -44,8 +44,9 @@ $(SO): $(OBJS)
 EMBED = examples/embed/host
 embed: $(EMBED)
 $(EMBED): examples/embed/host.c $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fvisibility=default examples/embed/host.c $(SRCS) -o $@ \
-	  $$($(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) -lm -ldl $(UV_LIBS)
+	  $$($(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) -lm -ldl $(UV_LIBS) $(LDFLAGS)
 
 # Installs what building and testing need on Debian (once; needs root).
 deps:
@@ -56,8 +57,15 @@ deps:
 	  { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); $$SUDO apt-get update -q && \
 	    $$SUDO apt-get install -y -q lua5.4 liblua5.4-dev lua-busted luarocks make gcc python3 lua-socket libuv1-dev pkg-config; }
 
+# A C library whose userdata the specs send across threads (loom.h's
+# userdata protocol); a module like any other, built with $(BUILD)'s flags.
+UDATA = $(BUILD)/udata_lib.so
+$(UDATA): spec/support/udata_lib.c csrc/loom.h
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) $(ALL_CFLAGS) $< -o $@ $(LDFLAGS)
+
 # Runs the whole spec suite against $(BUILD).
-test: $(SO) $(EMBED)
+test: $(SO) $(EMBED) $(UDATA)
 	LOOM_BUILD=$(BUILD) $(LUA) spec/run.lua $(SPEC)
 
 demo: $(SO)
@@ -77,15 +85,19 @@ ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-o
 ASAN_HEAP ?= -DLOOM_SYSTEM_HEAP
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g $(ASAN_FLAGS) $(ASAN_HEAP)" LDFLAGS="$(ASAN_FLAGS)" \
-	  build-asan/loom/core.so build-asan/lua
+	  build-asan/loom/core.so build-asan/lua build-asan/udata_lib.so
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LOOM_SANITIZER=asan $(MAKE) --no-print-directory BUILD=build-asan san-run
 
 tsan:
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
-	  build-tsan/loom/core.so build-tsan/lua
+	  build-tsan/loom/core.so build-tsan/lua build-tsan/udata_lib.so
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 	  LOOM_SANITIZER=tsan $(MAKE) --no-print-directory BUILD=build-tsan san-run
+	$(MAKE) --no-print-directory EMBED=build-tsan/host OPT="-O1 -g -fsanitize=thread" \
+	  LDFLAGS="-fsanitize=thread" build-tsan/host
+	LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' TSAN_OPTIONS="halt_on_error=1" \
+	  build-tsan/host examples/embed/script.lua >/dev/null && echo "embedding host clean under TSan"
 
 san-run:
 	$(SAN_RUN)
@@ -93,7 +105,7 @@ san-run:
 bench: $(SO)
 	LOOM_BUILD=$(BUILD) $(LUA) bench/run.lua
 
-valgrind: $(SO)
+valgrind: $(SO) $(EMBED)
 	LOOM_BUILD=$(BUILD) sh examples/valgrind.sh
 
 install: $(SO)

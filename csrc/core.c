@@ -52,6 +52,11 @@ int loom__config_default_workers(void) {
   return n;
 }
 
+static const loom_c_api c_api = {
+  LOOM_C_API_VERSION, loom_set_state_hook, loom_set_stack_size,
+  loom_set_default_workers, loom_register_udata
+};
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, loom__now());
   return 1;
@@ -73,5 +78,7 @@ LOOM_API int luaopen_loom_core(lua_State *L) {
   lua_setfield(L, -2, "now");
   lua_pushliteral(L, LOOM_VERSION);
   lua_setfield(L, -2, "version");
+  lua_pushlightuserdata(L, (void *)&c_api);
+  lua_setfield(L, -2, "c_api");
   return 1;
 }

@@ -670,7 +670,7 @@ static void multiwait_destroy(loom_object *o) {
 }
 
 static const loom_class multiwait_class = {"loom.multiwait", multiwait_destroy,
-                                           NULL, NULL};
+                                           NULL, NULL, NULL};
 
 /* __gc of the plain userdata that owns a multiwait's reference. */
 static int multiwait_box_gc(lua_State *L) {
@@ -909,7 +909,7 @@ static const luaL_Reg future_meta[] = {
 };
 
 static const loom_class future_class = {
-  "loom.Future", future_destroy, future_methods, future_meta
+  "loom.Future", future_destroy, future_methods, future_meta, NULL
 };
 
 static const luaL_Reg future_funcs[] = {

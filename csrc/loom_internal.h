@@ -49,6 +49,9 @@ typedef struct loom_class {
   void (*destroy)(loom_object *o); /* frees the object; never raises */
   const luaL_Reg *methods;         /* become the __index table */
   const luaL_Reg *meta;            /* metamethods; an __index here wins */
+  /* when set, the copier pushes the object with this instead of a box
+  ** (foreign.c: another library's userdata) */
+  void (*push)(lua_State *L, loom_object *o);
 } loom_class;
 
 struct loom_object {
@@ -417,7 +420,11 @@ void loom__open_shared(lua_State *L); /* shared.c: loom.shared */
 void loom__open_queue(lua_State *L);  /* queue.c: Queue family, select */
 void loom__open_future(lua_State *L); /* future.c: wait, as_completed */
 void loom__open_pool(lua_State *L);   /* pool.c: ThreadPoolExecutor */
-void loom__open_loop(lua_State *L);   /* loop.c: the core of loom.async */
+void loom__open_loop(lua_State *L);
+/* foreign.c: a registered userdata at idx as a new loom object (one
+** reference, the caller's), or NULL when its type is not registered;
+** raises when its exporter refuses it. */
+loom_object *loom__foreign_export(lua_State *L, int idx);   /* loop.c: the core of loom.async */
 
 #pragma GCC visibility pop
 

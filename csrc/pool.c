@@ -148,7 +148,7 @@ static void core_destroy(loom_object *o) {
 }
 
 static const loom_class core_class = {"loom.pool.core", core_destroy, NULL,
-                                      NULL};
+                                      NULL, NULL};
 
 /* Wakes every sleeping worker; c->mu held. */
 static void wake_all(core *c) {
@@ -939,7 +939,7 @@ static const luaL_Reg pool_meta[] = {
 };
 
 static const loom_class pool_class = {
-  "loom.ThreadPoolExecutor", pool_destroy, pool_methods, pool_meta
+  "loom.ThreadPoolExecutor", pool_destroy, pool_methods, pool_meta, NULL
 };
 
 void loom__open_pool(lua_State *L) {

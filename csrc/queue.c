@@ -1383,19 +1383,19 @@ static const luaL_Reg queue_meta[] = {
 };
 
 static const loom_class fifo_class = {
-  "loom.Queue", queue_destroy, queue_methods, queue_meta
+  "loom.Queue", queue_destroy, queue_methods, queue_meta, NULL
 };
 static const loom_class lifo_class = {
-  "loom.LifoQueue", queue_destroy, queue_methods, queue_meta
+  "loom.LifoQueue", queue_destroy, queue_methods, queue_meta, NULL
 };
 static const loom_class prio_class = {
-  "loom.PriorityQueue", queue_destroy, queue_methods, queue_meta
+  "loom.PriorityQueue", queue_destroy, queue_methods, queue_meta, NULL
 };
 static const loom_class simple_class = {
-  "loom.SimpleQueue", queue_destroy, simple_methods, queue_meta
+  "loom.SimpleQueue", queue_destroy, simple_methods, queue_meta, NULL
 };
 static const loom_class selwaiter_class = {
-  "loom.select waiter", selwaiter_destroy, NULL, NULL
+  "loom.select waiter", selwaiter_destroy, NULL, NULL, NULL
 };
 
 static const luaL_Reg queue_funcs[] = {

@@ -822,7 +822,7 @@ static const luaL_Reg shared_meta[] = {
 };
 
 static const loom_class shared_class = {
-  SHARED_META, shared_destroy, shared_methods, shared_meta
+  SHARED_META, shared_destroy, shared_methods, shared_meta, NULL
 };
 
 void loom__open_shared(lua_State *L) {

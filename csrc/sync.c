@@ -341,7 +341,7 @@ static const luaL_Reg lock_meta[] = {
 };
 
 static const loom_class lock_class = {
-  "loom.Lock", lock_destroy, lock_methods, lock_meta
+  "loom.Lock", lock_destroy, lock_methods, lock_meta, NULL
 };
 
 /* ------------------------------------------------------------------ */
@@ -497,7 +497,7 @@ static const luaL_Reg rlock_meta[] = {
 };
 
 static const loom_class rlock_class = {
-  "loom.RLock", rlock_destroy, rlock_methods, rlock_meta
+  "loom.RLock", rlock_destroy, rlock_methods, rlock_meta, NULL
 };
 
 /* ------------------------------------------------------------------ */
@@ -769,7 +769,7 @@ static const luaL_Reg cond_meta[] = {
 };
 
 static const loom_class cond_class = {
-  "loom.Condition", cond_destroy, cond_methods, cond_meta
+  "loom.Condition", cond_destroy, cond_methods, cond_meta, NULL
 };
 
 /* ------------------------------------------------------------------ */
@@ -963,11 +963,11 @@ static const luaL_Reg sem_meta[] = {
 };
 
 static const loom_class sem_class = {
-  "loom.Semaphore", sem_destroy, sem_methods, sem_meta
+  "loom.Semaphore", sem_destroy, sem_methods, sem_meta, NULL
 };
 
 static const loom_class bsem_class = {
-  "loom.BoundedSemaphore", sem_destroy, sem_methods, sem_meta
+  "loom.BoundedSemaphore", sem_destroy, sem_methods, sem_meta, NULL
 };
 
 /* ------------------------------------------------------------------ */
@@ -1088,7 +1088,7 @@ static const luaL_Reg event_meta[] = {
 };
 
 static const loom_class event_class = {
-  "loom.Event", event_destroy, event_methods, event_meta
+  "loom.Event", event_destroy, event_methods, event_meta, NULL
 };
 
 /* ------------------------------------------------------------------ */
@@ -1366,7 +1366,7 @@ static const luaL_Reg barrier_meta[] = {
 };
 
 static const loom_class barrier_class = {
-  "loom.Barrier", barrier_destroy, barrier_methods, barrier_meta
+  "loom.Barrier", barrier_destroy, barrier_methods, barrier_meta, NULL
 };
 
 /* ------------------------------------------------------------------ */

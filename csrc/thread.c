@@ -1237,7 +1237,7 @@ static const luaL_Reg thread_meta[] = {
 };
 
 static const loom_class thread_class = {
-  "loom.Thread", thread_destroy, thread_methods, thread_meta
+  "loom.Thread", thread_destroy, thread_methods, thread_meta, NULL
 };
 
 static const luaL_Reg thread_funcs[] = {

@@ -119,6 +119,8 @@ typedef struct scratch {
   size_t len, cap;
   loom_object **objs;
   int nobjs, objcap;
+  loom_object **temps; /* objects made by this encode (foreign.c): it */
+  int ntemps, tempcap; /* holds their first reference until it ends */
   ptrmap seen, upvals;
   uint32_t gen;
   int busy;
@@ -217,6 +219,7 @@ static void scratch_free_parts(scratch *s) {
   free(s->marks);
   free(s->buf);
   free(s->objs);
+  free(s->temps);
   free(s->seen.slots);
   free(s->upvals.slots);
   memset(s, 0, sizeof *s);
@@ -232,6 +235,9 @@ static int scratch_gc(lua_State *L) {
 ** memory in the state forever. */
 static void release_scratch(scratch *s) {
   s->busy = 0;
+  /* the message (or the stream) took its own references by now */
+  for (int i = 0; i < s->ntemps; i++) loom__release(s->temps[i]);
+  s->ntemps = 0;
   if (s->stream != NULL) { /* the encode failed after delivering it */
     loom__stream_abort(s->stream);
     s->stream = NULL;
@@ -1171,9 +1177,29 @@ __attribute__((always_inline)) static inline int encode_scalar(enc *e, int idx, 
   }
 }
 
+/* A userdata of another library whose type was registered (foreign.c):
+** exported into a loom object that the scratch holds until the encode
+** ends. Returns 0 when its type is not registered. */
+static int encode_foreign(enc *e, int idx) {
+  scratch *s = e->s;
+  if (s->ntemps == s->tempcap) {
+    int ncap = s->tempcap ? s->tempcap * 2 : 4;
+    loom_object **n = (loom_object **)realloc(s->temps, ncap * sizeof *n);
+    if (n == NULL) enc_oom(e);
+    s->temps = n;
+    s->tempcap = ncap;
+  }
+  loom_object *o = loom__foreign_export(e->L, idx);
+  if (o == NULL) return 0;
+  s->temps[s->ntemps++] = o;
+  encode_object(e, o);
+  return 1;
+}
+
 /* Writes a table, function or userdata (type is lua_type of idx). */
 static void encode_value(enc *e, int idx, int type) {
   lua_State *L = e->L;
+  idx = lua_absindex(L, idx); /* put_named may reserve a stack slot */
   switch (type) {
     case LUA_TTABLE:
       encode_table(e, idx);
@@ -1188,6 +1214,7 @@ static void encode_value(enc *e, int idx, int type) {
         break;
       }
       if (put_named(e, idx, 0) || put_named(e, idx, 1)) break;
+      if (encode_foreign(e, idx)) break;
       const char *tn = luaL_typename(L, idx);
       if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
         lua_pushfstring(L, "userdata (%s)", lua_tostring(L, -1));
@@ -1585,7 +1612,8 @@ static void decode(dec *d) {
       loom_object *o;
       memcpy(&o, d->p, sizeof o);
       d->p += sizeof o;
-      loom__push_object(L, o);
+      if (o->cls->push != NULL) o->cls->push(L, o);
+      else loom__push_object(L, o);
       break;
     }
     default: luaL_error(L, "corrupt loom message (tag %d)", tag);

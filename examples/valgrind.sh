@@ -28,4 +28,14 @@ for f in examples/[0-9][0-9]_*.lua examples/echo_server.lua; do
 done
 check "10000 threads started and joined" spec/support/many_threads.lua 10000
 check "self references" spec/support/self_references.lua
+# the embedding host (its userdata cross threads by loom.h's protocol)
+if [ -x examples/embed/host ]; then
+  if LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' valgrind -q --leak-check=full \
+       --show-leak-kinds=definite,possible --errors-for-leak-kinds=definite,possible \
+       --error-exitcode=99 examples/embed/host examples/embed/script.lua >/tmp/loom-valgrind.out 2>&1; then
+    echo "valgrind clean: embedding host"
+  else
+    echo "valgrind FAILED: embedding host"; cat /tmp/loom-valgrind.out; status=1
+  fi
+fi
 exit $status

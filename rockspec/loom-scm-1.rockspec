@@ -25,7 +25,7 @@ build = {
   modules = {
     ["loom.core"] = {
       sources = {
-        "csrc/core.c", "csrc/error.c", "csrc/future.c", "csrc/heap.c", "csrc/object.c",
+        "csrc/core.c", "csrc/error.c", "csrc/foreign.c", "csrc/future.c", "csrc/heap.c", "csrc/object.c",
         "csrc/loop.c", "csrc/loop_net.c", "csrc/pool.c", "csrc/queue.c",
         "csrc/shared.c",
         "csrc/stream.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",

@@ -21,7 +21,7 @@ describe("rockspec", function()
     end
     p:close()
     table.sort(names)
-    assert.are.same({ "loom_set_default_workers", "loom_set_stack_size",
+    assert.are.same({ "loom_register_udata", "loom_set_default_workers", "loom_set_stack_size",
                       "loom_set_state_hook", "luaopen_loom_core" }, names)
   end)
 end)

@@ -18,6 +18,9 @@ describe("embedding host", function()
     for i = 1, 4 do seen[calls[i]] = true end
     for c = 1, 4 do assert.is_true(seen[c], out) end
     assert.matches("main is call 5\npool: 2 workers, host library in workers: true\n" ..
-                   "host: 5 calls in total\n$", out)
+                   "tally after 4 x 1000 adds in the pool: 4000\n" ..
+                   "points back from the pool: Point%(1001%.0+, 2%.0+%) Point%(1002%.0+, 4%.0+%) " ..
+                   "Point%(1003%.0+, 6%.0+%) Point%(1004%.0+, 8%.0+%)\n" ..
+                   "host: 5 calls in total, 0 tallies left\n$", out)
   end)
 end)
