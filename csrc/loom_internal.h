@@ -130,6 +130,7 @@ loom_msg *loom__encode_owned(lua_State *L, int first, int n, const char *what,
 ** or when a module named in m cannot be required here. */
 int loom__decode(lua_State *L, const loom_msg *m);
 void loom__msg_free(loom_msg *m); /* NULL is fine */
+loom_msg *loom__msg_dup(const loom_msg *m); /* NULL when out of memory */
 
 #define LOOM_INLINE_STR 22
 
@@ -302,11 +303,15 @@ void loom__thread_set_waiting(loom_thread *t, loom_object *owner,
 /* Opens the standard libraries a thread state opens lazily (io, os...),
 ** so that what they register (e.g. the "FILE*" metatable) exists. */
 void loom__open_lazy_libs(lua_State *L);
-/* Snapshot of the creator's package.path/cpath for a later new state. */
+/* Snapshot of the creator's package.path/cpath, and of the entries of its
+** package.preload that can be copied, for a later new state. */
 typedef struct loom_paths {
   char *path;
   char *cpath;
+  loom_msg *preload; /* a table name -> loader, or NULL */
 } loom_paths;
+/* A copy of src into dst (0 on OOM, dst then empty). */
+int loom__paths_copy(loom_paths *dst, const loom_paths *src);
 int loom__paths_capture(lua_State *L, loom_paths *p); /* 0 on OOM */
 void loom__paths_free(loom_paths *p);
 lua_State *loom__state_open(const loom_paths *p, char *err, size_t errlen);

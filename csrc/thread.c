@@ -140,17 +140,92 @@ static char *dup_field(lua_State *L, const char *field, int *oom) {
   return s;
 }
 
+static char *dup_cstr(const char *s);
+
+/* Protected: encodes the table at 1 (a loader or a table of them). */
+static int encode_preload(lua_State *L) {
+  loom_msg **out = (loom_msg **)lua_touserdata(L, 2);
+  *out = loom__encode(L, 1, 1, "package.preload");
+  return 0;
+}
+
+static loom_msg *try_encode(lua_State *L, int idx) {
+  loom_msg *m = NULL;
+  lua_pushcfunction(L, encode_preload);
+  lua_pushvalue(L, idx);
+  lua_pushlightuserdata(L, &m);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  return m;
+}
+
+/* The loaders of package.preload that can be copied (Lua functions, and C
+** functions that cross by name), loom.core's aside: a new state gets its
+** own. A loader that cannot be copied is left out; a C opener belongs in
+** the host's state hook. */
+static loom_msg *capture_preload(lua_State *L) {
+  loom_msg *m = NULL;
+  int top = lua_gettop(L);
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, "preload") != LUA_TTABLE) {
+    lua_settop(L, top);
+    return NULL;
+  }
+  int preload = lua_gettop(L), any = 0;
+  for (lua_pushnil(L); !any && lua_next(L, preload); lua_pop(L, 1))
+    any = lua_type(L, -2) == LUA_TSTRING && lua_isfunction(L, -1) &&
+          lua_tocfunction(L, -1) != luaopen_loom_core;
+  if (!any) { /* the common case: nothing to copy, nothing allocated */
+    lua_settop(L, top);
+    return NULL;
+  }
+  lua_settop(L, preload);
+  lua_newtable(L);
+  int picked = preload + 1, n = 0;
+  for (lua_pushnil(L); lua_next(L, preload); lua_pop(L, 1)) {
+    if (lua_type(L, -2) != LUA_TSTRING || !lua_isfunction(L, -1)) continue;
+    if (lua_tocfunction(L, -1) == luaopen_loom_core) continue;
+    loom_msg *one = try_encode(L, lua_gettop(L));
+    if (one == NULL) continue;
+    loom__msg_free(one);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, picked);
+    n++;
+  }
+  if (n > 0) m = try_encode(L, picked);
+  lua_settop(L, top);
+  return m;
+}
+
 int loom__paths_capture(lua_State *L, loom_paths *p) {
   int oom = 0;
   p->path = dup_field(L, "path", &oom);
   p->cpath = dup_field(L, "cpath", &oom);
+  p->preload = capture_preload(L);
   return !oom;
+}
+
+int loom__paths_copy(loom_paths *dst, const loom_paths *src) {
+  dst->path = dup_cstr(src->path);
+  dst->cpath = dup_cstr(src->cpath);
+  dst->preload = src->preload ? loom__msg_dup(src->preload) : NULL;
+  if ((src->path && !dst->path) || (src->cpath && !dst->cpath) ||
+      (src->preload && !dst->preload)) {
+    loom__paths_free(dst);
+    return 0;
+  }
+  return 1;
 }
 
 void loom__paths_free(loom_paths *p) {
   free(p->path);
   free(p->cpath);
+  loom__msg_free(p->preload);
   p->path = p->cpath = NULL;
+  p->preload = NULL;
 }
 
 /*
@@ -273,6 +348,18 @@ static int line_print(lua_State *L) {
   return 0;
 }
 
+/* Protected: adds the loaders of message 2 to the preload table at 1. */
+static int decode_preload(lua_State *L) {
+  loom__decode(L, (const loom_msg *)lua_touserdata(L, 2));
+  lua_pushnil(L);
+  while (lua_next(L, 3)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 1);
+  }
+  return 0;
+}
+
 static int open_state_body(lua_State *L) {
   const loom_paths *p = (const loom_paths *)lua_touserdata(L, 1);
   open_libs(L);
@@ -290,6 +377,12 @@ static int open_state_body(lua_State *L) {
     lua_setfield(L, -2, "cpath");
   }
   luaL_getsubtable(L, -1, "preload");
+  if (p->preload != NULL) { /* the creator's loaders that could be copied */
+    lua_pushcfunction(L, decode_preload);
+    lua_pushvalue(L, -2);
+    lua_pushlightuserdata(L, (void *)p->preload);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1); /* left out */
+  }
   lua_pushcfunction(L, luaopen_loom_core);
   lua_setfield(L, -2, "loom.core");
   lua_pop(L, 2);
@@ -805,9 +898,7 @@ loom_thread *loom__thread_start_native(const char *name, int hook,
     *err = ENOMEM;
     return NULL;
   }
-  t->paths.path = dup_cstr(paths->path);
-  t->paths.cpath = dup_cstr(paths->cpath);
-  if ((paths->path && !t->paths.path) || (paths->cpath && !t->paths.cpath)) {
+  if (!loom__paths_copy(&t->paths, paths)) {
     thread_destroy(&t->obj);
     *err = ENOMEM;
     return NULL;

@@ -1313,6 +1313,17 @@ loom_msg *loom__encode_call(lua_State *L, int first, int nargs) {
   return encode_values(L, first, nargs + 1, "args", PATH_CALL, NULL, NULL);
 }
 
+loom_msg *loom__msg_dup(const loom_msg *m) {
+  const unsigned char *end = (const unsigned char *)(msg_refs(m) + m->nobjs);
+  size_t total = (size_t)(end - (const unsigned char *)m);
+  loom_msg *c = (loom_msg *)malloc(total);
+  if (c == NULL) return NULL;
+  memcpy(c, m, total);
+  loom_object **refs = msg_refs(c);
+  for (int i = 0; i < c->nobjs; i++) loom__retain(refs[i]);
+  return c;
+}
+
 void loom__msg_free(loom_msg *m) {
   if (m == NULL) return;
   loom_object **refs = msg_refs(m);
