@@ -27,7 +27,7 @@ BUILD ?= build
 OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 SO   = $(BUILD)/loom/core.so
 
-.PHONY: san-run all test asan tsan bench install uninstall clean examples demo valgrind embed deps
+.PHONY: san-run all test asan tsan oom bench install uninstall clean examples demo valgrind embed deps
 
 all: $(SO)
 
@@ -99,6 +99,14 @@ tsan:
 	LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' TSAN_OPTIONS="halt_on_error=1" \
 	  build-tsan/host examples/embed/script.lua >/dev/null && echo "embedding host clean under TSan"
 
+# Allocation-failure test build: loom's own mallocs can be made to fail one
+# at a time (csrc/failalloc.h); spec/oom_spec.lua walks them under ASan.
+oom:
+	$(MAKE) BUILD=build-oom OPT="-O1 -g $(ASAN_FLAGS) -DLOOM_FAILING_ALLOC -include csrc/failalloc.h" \
+	  LDFLAGS="$(ASAN_FLAGS)" build-oom/loom/core.so build-oom/lua
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 LOOM_SANITIZER=asan \
+	  $(MAKE) --no-print-directory BUILD=build-oom SPEC=spec/oom_spec.lua san-run
+
 san-run:
 	$(SAN_RUN)
 
@@ -120,4 +128,4 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/include/loom.h
 
 clean:
-	rm -rf build build-asan build-tsan $(EMBED)
+	rm -rf build build-asan build-tsan build-oom $(EMBED)

@@ -4,6 +4,8 @@
 ** Owns: the host settings (hook, stack size, default workers), guarded by
 ** config_mu, which is only ever taken alone.
 */
+#include <errno.h>
+
 #include "loom_internal.h"
 
 static pthread_mutex_t config_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -57,6 +59,46 @@ static const loom_c_api c_api = {
   loom_set_default_workers, loom_register_udata
 };
 
+#ifdef LOOM_FAILING_ALLOC
+/* The allocation-failure test build: allocation number fail_at (counting
+** from when it was set) fails once; 0 = none. */
+#undef malloc
+#undef calloc
+#undef realloc
+#undef aligned_alloc
+#undef posix_memalign
+#include <stdlib.h>
+static atomic_long fail_at;
+
+static int should_fail(void) {
+  long n = atomic_load(&fail_at);
+  while (n > 0) {
+    if (atomic_compare_exchange_weak(&fail_at, &n, n - 1)) return n == 1;
+  }
+  return 0;
+}
+
+void *loom__test_malloc(size_t n) { return should_fail() ? NULL : malloc(n); }
+void *loom__test_calloc(size_t n, size_t s) { return should_fail() ? NULL : calloc(n, s); }
+void *loom__test_realloc(void *p, size_t n) {
+  return (n > 0 && should_fail()) ? NULL : realloc(p, n);
+}
+void *loom__test_aligned_alloc(size_t a, size_t n) {
+  return should_fail() ? NULL : aligned_alloc(a, n);
+}
+int loom__test_posix_memalign(void **p, size_t a, size_t n) {
+  return should_fail() ? ENOMEM : posix_memalign(p, a, n);
+}
+
+/* loom.core._fail_alloc(n): the nth allocation of loom from now fails
+** (0: none). Returns how many were still to go before this call. */
+static int l_fail_alloc(lua_State *L) {
+  long n = (long)luaL_checkinteger(L, 1);
+  lua_pushinteger(L, atomic_exchange(&fail_at, n > 0 ? n : 0));
+  return 1;
+}
+#endif
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, loom__now());
   return 1;
@@ -80,5 +122,9 @@ LOOM_API int luaopen_loom_core(lua_State *L) {
   lua_setfield(L, -2, "version");
   lua_pushlightuserdata(L, (void *)&c_api);
   lua_setfield(L, -2, "c_api");
+#ifdef LOOM_FAILING_ALLOC
+  lua_pushcfunction(L, l_fail_alloc);
+  lua_setfield(L, -2, "_fail_alloc");
+#endif
   return 1;
 }
