@@ -1278,5 +1278,5 @@ void loom__open_loop(lua_State *L) {
   new_meta(L, TASK_META, task_methods);
   luaL_newlib(L, loop_funcs);
   loom__open_net(L);
-  lua_setfield(L, -2, "async");
+  lua_setfield(L, -2, "_async"); /* loom.async (lua/loom/async.lua) wraps it */
 }

@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <math.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1250,6 +1251,8 @@ static int l_get_ident(lua_State *L) {
 static int l_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
   luaL_argcheck(L, s >= 0, 1, "sleep length must be non-negative");
+  /* Python's time.sleep raises for an infinite length too */
+  luaL_argcheck(L, s < HUGE_VAL, 1, "sleep length must be finite");
   loom_thread *t = tls_self;
   if (t == NULL) { /* not cancellable: a plain sleep */
     if (s > 1e9) s = 1e9; /* ~31 years: "forever" without overflow */

@@ -5,7 +5,7 @@
 -- (loom/async_sync.lua) the async primitives.
 local core = require "loom.core"
 local loom = require "loom"
-local A = core.async
+local A = core._async
 
 local async = {}
 for k, v in pairs(A) do async[k] = v end

@@ -6,7 +6,8 @@ local core = require "loom.core"
 
 local loom = {}
 for k, v in pairs(core) do
-  if k:sub(1, 1) ~= "_" then loom[k] = v end
+  -- _names are internal; c_api is for C hosts (loom.h)
+  if k:sub(1, 1) ~= "_" and k ~= "c_api" then loom[k] = v end
 end
 
 require("loom.sync")(loom)
