@@ -27,6 +27,8 @@
 */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,8 +392,22 @@ static astream *check_stream(lua_State *L, int idx) {
   return *box;
 }
 
+/* A write to a connection the peer reset raises SIGPIPE, whose default
+** action kills the process; Python and LuaSocket ignore it, and so does
+** loom once it makes a socket (a handler the program installed is kept). */
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
 /* Pushes a new stream box (a libuv TCP handle, not connected yet). */
 static astream *new_stream(lua_State *L, aloop *l, size_t limit) {
+  pthread_once(&sigpipe_once, ignore_sigpipe);
   astream **box = (astream **)lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, STREAM_META);
