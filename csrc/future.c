@@ -861,7 +861,14 @@ static int l_wait(lua_State *L) {
     lua_getfield(L, 2, "return_when");
     static const char *const modes[] = {"ALL_COMPLETED", "FIRST_COMPLETED",
                                         "FIRST_EXCEPTION", NULL};
-    if (!lua_isnil(L, -1)) when = luaL_checkoption(L, -1, NULL, modes);
+    if (!lua_isnil(L, -1)) {
+      const char *s = lua_tostring(L, -1);
+      for (when = 0; modes[when] != NULL; when++)
+        if (s != NULL && lua_type(L, -1) == LUA_TSTRING && strcmp(s, modes[when]) == 0) break;
+      if (modes[when] == NULL)
+        return luaL_argerror(L, 2, lua_pushfstring(L, "invalid return_when '%s'",
+                                                   s ? s : luaL_typename(L, -1)));
+    }
     lua_pop(L, 2);
   }
   lua_settop(L, 1);

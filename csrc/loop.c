@@ -431,7 +431,7 @@ static int k_sleep(lua_State *L, int status, lua_KContext ctx) {
 /* async.sleep(seconds[, value]) -> value */
 static int l_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
-  luaL_argcheck(L, s >= 0, 1, "sleep length must be a non-negative number");
+  luaL_argcheck(L, s >= 0, 1, "sleep length must be non-negative");
   afut *t = current_task(L, "async.sleep");
   if (t->cancel_req) return deliver_cancel(L, t);
   aloop *l = tls_loop;
@@ -1226,7 +1226,7 @@ static int l_run(lua_State *L) {
 static int l_set_debug(lua_State *L) {
   int on = lua_toboolean(L, 1);
   lua_Number s = luaL_optnumber(L, 2, 0.1);
-  luaL_argcheck(L, s > 0, 2, "threshold must be a positive number");
+  luaL_argcheck(L, !on || s > 0, 2, "threshold must be a positive number");
   tls_slow = on ? (double)s : 0;
   if (tls_loop != NULL) tls_loop->slow = tls_slow;
   return 0;

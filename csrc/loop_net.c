@@ -1216,8 +1216,9 @@ static int get_fd(lua_State *L) {
       return luaL_typeerror(L, 1, "file descriptor or object with getfd()");
     lua_pushvalue(L, 1);
     lua_call(L, 1, 1);
-    if (!lua_isinteger(L, -1)) return luaL_argerror(L, 1, "getfd() gave no descriptor");
-    fd = lua_tointeger(L, -1);
+    int isint; /* LuaSocket's getfd gives a float */
+    fd = lua_tointegerx(L, -1, &isint);
+    if (!isint) return luaL_argerror(L, 1, "getfd() gave no descriptor");
     lua_pop(L, 1);
   }
   luaL_argcheck(L, fd >= 0 && fd < 0x7fffffff, 1, "closed or invalid descriptor");

@@ -100,7 +100,9 @@ function async.wait_for(x, timeout)
     t:cancel() -- one that has not started never will
     local r = pack(pcall(await, t))
     if r[1] then return unpack(r, 2, r.n) end
-    if t:cancelled() then error(loom.error("timeout", "timed out"), 0) end
+    if t:cancelled() then
+      error(loom.error("timeout", ("timed out after %s seconds"):format(timeout)), 0)
+    end
     error(r[2], 0)
   end
   local fired = false
@@ -133,6 +135,10 @@ function async.wait(list, opts)
     error("bad argument #1 to 'wait' (table expected, got " .. type(list) .. ")", 2)
   end
   opts = opts or {}
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout ~= opts.timeout
+                              or opts.timeout < 0) then
+    error("bad argument #2 to 'wait' (timeout must be a non-negative number)", 2)
+  end
   local when = opts.return_when or "ALL_COMPLETED"
   if when ~= "ALL_COMPLETED" and when ~= "FIRST_COMPLETED" and when ~= "FIRST_EXCEPTION" then
     error("bad argument #2 to 'wait' (invalid return_when '" .. tostring(when) .. "')", 2)
@@ -408,6 +414,9 @@ local put_pool
 --- async.put(q, v[, timeout]) -> true | nil, "timeout": q:put for a
 --- loom.Queue that suspends the task, not the loop's thread
 function async.put(q, v, timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+    error("bad argument #3 to 'put' (timeout must be a non-negative number)", 2)
+  end
   local ok, why = q:put_nowait(v) -- raises when closed, for nil, ...
   if ok then return true end
   if timeout ~= nil and timeout <= 0 then return nil, "timeout" end

@@ -104,7 +104,7 @@ return function(async, loom)
   Lock.acquire = lock_acquire
   --- lock:release(); raises when the lock is not held
   function Lock:release()
-    if not self._locked then error("cannot release an unlocked lock", 2) end
+    if not self._locked then error("release unlocked lock", 2) end
     local f = pop_live(self._waiters)
     if f then f:set_result(true) else self._locked = false end
   end
@@ -146,7 +146,7 @@ return function(async, loom)
   function Condition:guard() return self._lock:guard() end
   --- cond:wait() -> true; releases the lock while waiting, holds it again after
   function Condition:wait()
-    if not self._lock:locked() then error("cannot wait on an un-acquired condition", 2) end
+    if not self._lock:locked() then error("cannot wait on un-acquired lock", 2) end
     self._lock:release()
     local f = Future()
     push(self._waiters, f)
@@ -172,7 +172,7 @@ return function(async, loom)
   end
   --- cond:notify([n]) wakes up to n waiters (default 1)
   function Condition:notify(n)
-    if not self._lock:locked() then error("cannot notify on an un-acquired condition", 2) end
+    if not self._lock:locked() then error("cannot notify on un-acquired lock", 2) end
     n = n or 1
     while n > 0 do
       local f = pop_live(self._waiters)
@@ -189,7 +189,7 @@ return function(async, loom)
   local function new_semaphore(value, bound, fname)
     value = value == nil and 1 or value
     if math.type(value) ~= "integer" or value < 0 then
-      error("bad argument #1 to '" .. fname .. "' (initial value must be a non-negative integer)", 3)
+      error("bad argument #1 to '" .. fname .. "' (semaphore initial value must be >= 0)", 3)
     end
     return setmetatable({ _value = value, _bound = bound and value, _waiters = fifo() }, Semaphore)
   end
@@ -209,7 +209,7 @@ return function(async, loom)
     local f = pop_live(self._waiters)
     if f then f:set_result(true) return end -- handed over
     if self._bound and self._value >= self._bound then
-      error("BoundedSemaphore released too many times", 2)
+      error("Semaphore released too many times", 2)
     end
     self._value = self._value + 1
   end
@@ -229,11 +229,11 @@ return function(async, loom)
   local Barrier = class("loom.async.Barrier")
   function async.Barrier(parties)
     if math.type(parties) ~= "integer" or parties < 1 then
-      error("bad argument #1 to 'Barrier' (parties must be a positive integer)", 2)
+      error("bad argument #1 to 'Barrier' (parties must be >= 1)", 2)
     end
     return setmetatable({ parties = parties, _waiting = {}, _broken = false }, Barrier)
   end
-  local function broken_error() return loom.error("broken", "the barrier is broken") end
+  local function broken_error() return loom.error("broken", "barrier is broken") end
   --- b:wait() -> an index 0..parties-1, distinct among the tasks of one cycle
   function Barrier:wait()
     if self._broken then error(broken_error(), 0) end
@@ -361,7 +361,7 @@ return function(async, loom)
     if f then f:set_result(true) end
   end
 
-  local function closed_error() return loom.error("closed", "the queue is closed") end
+  local function closed_error() return loom.error("closed", "cannot put into a closed queue") end
 
   function Queue:qsize() return self._n end
   Queue.__len = Queue.qsize
@@ -371,7 +371,7 @@ return function(async, loom)
 
   --- q:put_nowait(v) -> true | nil, "full"
   function Queue:put_nowait(v)
-    if v == nil then error("bad argument #1 to 'put_nowait' (value expected)", 2) end
+    if v == nil then error("bad argument #1 to 'put_nowait' (cannot put nil into a queue)", 2) end
     if self._closed then error(closed_error(), 2) end
     if self:full() then return nil, "full" end
     store(self, v)
@@ -382,7 +382,7 @@ return function(async, loom)
 
   --- q:put(v[, timeout]) -> true | nil, "timeout"; waits while full
   function Queue:put(v, timeout)
-    if v == nil then error("bad argument #1 to 'put' (value expected)", 2) end
+    if v == nil then error("bad argument #1 to 'put' (cannot put nil into a queue)", 2) end
     check_timeout(timeout, 2, "put")
     local deadline = timeout and loom.now() + timeout
     while true do
@@ -434,6 +434,9 @@ return function(async, loom)
   --- q:task_done([n])
   function Queue:task_done(n)
     n = n or 1
+    if math.type(n) ~= "integer" or n < 1 then
+      error("bad argument #1 to 'task_done' (count must be at least 1)", 2)
+    end
     if n > self._unfinished then error("task_done() called too many times", 2) end
     self._unfinished = self._unfinished - n
     if self._unfinished == 0 then
