@@ -27,7 +27,8 @@ BUILD ?= build
 OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 SO   = $(BUILD)/loom/core.so
 
-.PHONY: san-run all test asan tsan bench install uninstall clean examples demo valgrind embed deps
+.PHONY: san-run all test asan tsan bench install uninstall clean examples demo valgrind embed deps \
+        stress stress-tsan stress-asan stress-run
 
 all: $(SO)
 
@@ -89,6 +90,35 @@ tsan:
 
 san-run:
 	$(SAN_RUN)
+
+# The randomized stress run (stress/stress.lua): scenarios drawn from a
+# printed seed until STRESS_SECONDS (300; 30 under a sanitizer) are spent;
+# STRESS_SEED=n reproduces a run, STRESS_ROUND=k one round of it. Ends with
+# "N passed, N failed" (N = scenarios run). The run's own watchdog names a
+# stuck round; the outer timeout is a last resort.
+STRESS_RUN = LOOM_BUILD=$(BUILD) STRESS_SECONDS=$${STRESS_SECONDS:-$(STRESS_DEFAULT)} \
+  timeout -k 10 $$(( $${STRESS_SECONDS:-$(STRESS_DEFAULT)} + 1800 )) $(STRESS_LUA) stress/stress.lua
+STRESS_DEFAULT = 300
+STRESS_LUA = $(LUA)
+
+stress: $(SO)
+	$(STRESS_RUN)
+
+stress-run:
+	$(STRESS_RUN)
+
+# The same against the sanitizer builds, for a short time by default.
+stress-tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
+	  build-tsan/loom/core.so build-tsan/lua
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" LOOM_SANITIZER=tsan \
+	  $(MAKE) --no-print-directory BUILD=build-tsan STRESS_DEFAULT=30 STRESS_LUA=build-tsan/lua stress-run
+
+stress-asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g $(ASAN_FLAGS) $(ASAN_HEAP)" LDFLAGS="$(ASAN_FLAGS)" \
+	  build-asan/loom/core.so build-asan/lua
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 LOOM_SANITIZER=asan \
+	  $(MAKE) --no-print-directory BUILD=build-asan STRESS_DEFAULT=30 STRESS_LUA=build-asan/lua stress-run
 
 bench: $(SO)
 	LOOM_BUILD=$(BUILD) $(LUA) bench/run.lua

@@ -34,10 +34,10 @@ end
 -- the thread was cancelled.
 local function teller(bank, K, me, n, seed)
   local r = lib.rng(seed)
-  local inner = bank.inner
   local counts = { incr = 0, update = 0 }
   local mine = {}
   local ok, err = pcall(function()
+    local inner = bank.inner -- waits (cancellably) while main owns bank
     for _ = 1, n do
       local op = r(8)
       if op == 1 then

@@ -12,6 +12,8 @@
 --   STRESS_TIMEOUT=s     timeout of every blocking call (30 s, 90 s under
 --                        a sanitizer): reaching it is a failure
 --   STRESS_SCALE=x       work per scenario (1; 0.1 under a sanitizer)
+--   STRESS_WATCHDOG=s    a round running longer is a hang: the process
+--                        ends naming it (6 timeouts + 60 s)
 --   STRESS_KNOWN_BUGS=1  also run the steps that hit known loom bugs
 --                        (docs/guarantees.md lists them)
 --   LOOM_BUILD=build     where loom/core.so is (set by the Makefile)
@@ -27,7 +29,7 @@ local loom = require "loom"
 local lib = require "stress.lib"
 
 local modules = { "stress.queues", "stress.sync", "stress.shared", "stress.pool",
-                  "stress.async", "stress.threads" }
+                  "stress.async", "stress.threads", "stress.misuse" }
 local scenarios = {}
 for _, m in ipairs(modules) do
   for _, s in ipairs(require(m)) do scenarios[#scenarios + 1] = s end
@@ -52,6 +54,8 @@ end
 local only_env = ((only and only ~= "") and ("STRESS_ONLY=" .. only .. " ") or "")
   .. (lib.known_bugs and "STRESS_KNOWN_BUGS=1 " or "")
 
+local target = lib.sanitizer and ("stress-" .. lib.sanitizer) or "stress"
+
 local SECONDS = tonumber(os.getenv("STRESS_SECONDS")) or 300
 local SEED = math.tointeger(tonumber(os.getenv("STRESS_SEED") or ""))
 if not SEED then
@@ -65,6 +69,10 @@ local T = lib.T
 local SCALE = tonumber(os.getenv("STRESS_SCALE")) or (lib.sanitizer and 0.1 or 1)
 -- After a round, the threads it started must be gone within SETTLE s
 -- (pool workers of a pool dropped without waiting end on their own).
+-- A round still running after this long is stuck: the watchdog ends the
+-- process (every wait of a round is bounded by T; a failing round may
+-- spend a few T in them and in its clean-up).
+local WATCHDOG = tonumber(os.getenv("STRESS_WATCHDOG")) or (6 * T + 60)
 local SETTLE = lib.sanitizer and 30 or 10
 
 local function rss_kb()
@@ -98,7 +106,7 @@ end
 -- The watchdog: a daemon thread that ends the process when a round runs
 -- far past its timeouts (something blocked without one, or a scenario's
 -- own logic hangs), saying which round and how to reproduce it.
-local state = loom.shared { passed = 0, failed = 0, only_env = only_env }
+local state = loom.shared { passed = 0, failed = 0, only_env = only_env, target = target }
 local stop = loom.Event()
 local function watchdog(st, stop_ev, seed)
   local loom_ = require "loom"
@@ -107,8 +115,8 @@ local function watchdog(st, stop_ev, seed)
     if started and loom_.now() - started > st.limit then
       io.stderr:write(string.format(
         "\nstress: HANG: round %d (%s) still running after %.0f s; reproduce with " ..
-        "%sSTRESS_SEED=%d STRESS_ROUND=%d\n", st.round, st.name, loom_.now() - started,
-        st.only_env, seed, st.round))
+        "%sSTRESS_SEED=%d STRESS_ROUND=%d make %s\n", st.round, st.name,
+        loom_.now() - started, st.only_env, seed, st.round, st.target))
       io.stdout:write(string.format("%d passed, %d failed\n", st.passed, st.failed + 1))
       io.stdout:flush()
       os.exit(3, false)
@@ -160,12 +168,20 @@ function Ctx:spawn(fn, ...)
   return t
 end
 
--- The results of thread t, within the timeout.
+-- The results of thread t, within the timeout; its error, naming it.
 function Ctx:result(t)
   if not t:join(self.T) then
     lib.fail("thread %s still running after %g s (lost wake-up?)", t.name, self.T)
   end
-  return t:result(0)
+  local r = table.pack(pcall(t.result, t, 0))
+  if not r[1] then
+    local e = r[2]
+    if type(e) ~= "string" then
+      e = string.format("%s%s", loom.is_error(e) and (e.kind .. " error: ") or "", tostring(e))
+    end
+    error(string.format("thread %s raised: %s", t.name, e), 0)
+  end
+  return table.unpack(r, 2, r.n)
 end
 
 function Ctx:own_queue(q) self.queues[#self.queues + 1] = q; return q end
@@ -223,13 +239,14 @@ local function run_round(round)
   local base_threads = loom.active_count()
   local kb0 = lua_kb()
   state.round, state.name = round, scen.name
-  state.limit = 6 * T + 60
+  state.limit = WATCHDOG
   state.started = loom.now()
   local t0 = loom.now()
   local ok, err = xpcall(scen.run, function(e)
-    if type(e) == "string" and not e:find("stack traceback", 1, true) then
-      return debug.traceback(e, 2)
+    if type(e) ~= "string" then
+      e = (loom.is_error(e) and (e.kind .. " error: ") or "") .. tostring(e)
     end
+    if not e:find("stack traceback", 1, true) then return debug.traceback(e, 2) end
     return e
   end, ctx)
   local dt = loom.now() - t0
@@ -266,8 +283,8 @@ local function run_round(round)
     round, loom.now() - state.t_start, scen.name, #problems == 0 and "ok" or "FAIL",
     dt, kb1 - kb0, (rss or 0) / 1024, notes))
   if #problems > 0 then
-    print(string.format("  FAILED round %d (%s); reproduce: %sSTRESS_SEED=%d STRESS_ROUND=%d make stress",
-      round, scen.name, only_env, SEED, round))
+    print(string.format("  FAILED round %d (%s); reproduce: %sSTRESS_SEED=%d STRESS_ROUND=%d make %s",
+      round, scen.name, only_env, SEED, round, target))
     for _, p in ipairs(problems) do print("  " .. p:gsub("\n", "\n  ")) end
     state:incr("failed")
   else
