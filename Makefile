@@ -69,9 +69,11 @@ demo: $(SO)
 LUA_LIBS = $$($(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) -lm -ldl
 SAN_RUN = LOOM_LUA=$(BUILD)/lua LOOM_BUILD=$(BUILD) $(BUILD)/lua spec/run.lua $(SPEC)
 
+# -rdynamic: under TSan the runner's __longjmp_chk must take liblua's calls
+# (see lua_runner.c).
 $(BUILD)/lua: spec/support/lua_runner.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDFLAGS) $(LUA_LIBS)
+	$(CC) $(ALL_CFLAGS) $< -o $@ -rdynamic $(LDFLAGS) $(LUA_LIBS)
 
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # ASan checks more when each Lua object of a thread state is a malloc block.
@@ -82,10 +84,13 @@ asan:
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LOOM_SANITIZER=asan $(MAKE) --no-print-directory BUILD=build-asan san-run
 
+# libuv is not instrumented: spec/support/tsan.supp says what that hides.
+TSAN_OPTIONS_ALL = halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/spec/support/tsan.supp
+
 tsan:
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
 	  build-tsan/loom/core.so build-tsan/lua
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	TSAN_OPTIONS="$(TSAN_OPTIONS_ALL)" \
 	  LOOM_SANITIZER=tsan $(MAKE) --no-print-directory BUILD=build-tsan san-run
 
 san-run:
@@ -113,7 +118,7 @@ stress-run:
 stress-tsan:
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
 	  build-tsan/loom/core.so build-tsan/lua
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" LOOM_SANITIZER=tsan \
+	TSAN_OPTIONS="$(TSAN_OPTIONS_ALL)" LOOM_SANITIZER=tsan \
 	  $(MAKE) --no-print-directory BUILD=build-tsan STRESS_DEFAULT=30 STRESS_LUA=build-tsan/lua stress-run
 
 stress-asan:
