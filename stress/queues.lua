@@ -16,8 +16,17 @@ local function shape_of(r, shapes, big)
   return shapes[r(#shapes)]
 end
 
+-- A put that raised because the queue is closed, or because this thread
+-- was cancelled: the producer stops there. Anything else is a failure.
+local function stopped(err)
+  if loom.is_closed(err) or loom.is_cancelled(err) then return true end
+  error(err, 0)
+end
+
 -- Puts items p*ID_SPAN + 1 .. + n into queue q. Returns the status string
--- lib.tally_check reads (one character per item).
+-- lib.tally_check reads (one character per item). A put that raised
+-- (closed, cancelled) put nothing: "n"; a batch that raised may have put
+-- part of itself: "u".
 local function producer(q, kind, p, n, seed, T, shapes, big)
   local r = lib.rng(seed)
   local st = {}
@@ -36,8 +45,8 @@ local function producer(q, kind, p, n, seed, T, shapes, big)
       for j = 1, k do items[j] = item(i + j - 1) end
       local ok, res, why, cnt = pcall(q.put_many, q, items, T)
       if not ok then
-        if not loom.is_closed(res) then error(res, 0) end
-        -- a batch cut by close: some of it may have gone in
+        stopped(res)
+        -- a batch cut by close or cancel: some of it may have gone in
         for j = i, i + k - 1 do st[j] = "u" end
         closed = true
       elseif not res then
@@ -52,20 +61,24 @@ local function producer(q, kind, p, n, seed, T, shapes, big)
       while true do
         local ok, res, why = pcall(q.put_nowait, q, v)
         if not ok then
-          if not loom.is_closed(res) then error(res, 0) end
+          stopped(res)
           st[i] = "n"; closed = true; break
         elseif res then
           st[i] = "p"; break
         end
         lib.check(why == "full", "put_nowait: %s", tostring(why))
         if loom.now() - last > T then lib.fail("put_nowait: still full after %g s", T) end
-        loom.sleep(0.0002)
+        local slept, err = pcall(loom.sleep, 0.0002)
+        if not slept then
+          stopped(err)
+          st[i] = "n"; closed = true; break
+        end
       end
       i = i + 1
     else
       local ok, res, why = pcall(q.put, q, item(i), T)
       if not ok then
-        if not loom.is_closed(res) then error(res, 0) end
+        stopped(res)
         st[i] = "n"; closed = true
       elseif not res then
         lib.fail("put: %s after %g s", tostring(why), T)
@@ -164,8 +177,10 @@ function mpmc.run(ctx)
   ctx:param("n", P .. "x" .. n)
   ctx:param("shapes", table.concat(shapes, "+") .. (big and "+big" or ""))
   local mode = ctx:param("close", ctx:pick { "after", "after", "mid", "immediate" })
-  local cancel_one = C >= 2 and ctx:chance(0.25)
-  if cancel_one then ctx:param("cancel", "consumer") end
+  local cancel_one = ctx:pick { false, false, false, "consumer", "producer" }
+  -- the last consumer cancelled would leave a bounded queue full
+  if cancel_one == "consumer" and C < 2 then cancel_one = false end
+  if cancel_one then ctx:param("cancel", cancel_one) end
   local T = ctx.T
 
   local q = new_queue(ctx, kind, maxsize)
@@ -174,7 +189,8 @@ function mpmc.run(ctx)
   for p = 1, P do producers[p] = ctx:spawn(producer, q, kind, p, n, ctx:sub(), T, shapes, big) end
   if cancel_one then
     loom.sleep(ctx.rng() * 0.02)
-    consumers[ctx:int(1, C)]:cancel()
+    local list = cancel_one == "consumer" and consumers or producers
+    list[ctx:int(1, #list)]:cancel()
   end
   if mode ~= "after" then
     loom.sleep(ctx.rng() * 0.05)
@@ -204,27 +220,33 @@ local function selector(qs, kinds, seed, T)
   local kind_of = {}
   for i, q in ipairs(qs) do kind_of[q] = kinds[i] end
   local got = {}
-  while true do
-    local q, v
-    if r(8) == 1 then
-      q, v = loom.select(qs, 0) -- a poll
-      if q == nil and v == "timeout" then q, v = loom.select(qs, T) end
-    else
-      q, v = loom.select(qs, T)
+  local ok, err = pcall(function()
+    while true do
+      local q, v
+      if r(8) == 1 then
+        q, v = loom.select(qs, 0) -- a poll
+        if q == nil and v == "timeout" then q, v = loom.select(qs, T) end
+      else
+        q, v = loom.select(qs, T)
+      end
+      if q == nil then
+        if v == "closed" then break end
+        lib.fail("select: %s after %g s", tostring(v), T)
+      end
+      local kind = lib.check(kind_of[q], "select returned a queue not in its list")
+      got[#got + 1] = lib.item_id(kind, v)
+      if kind ~= "SimpleQueue" then q:task_done() end
     end
-    if q == nil then
-      if v == "closed" then break end
-      lib.fail("select: %s after %g s", tostring(v), T)
-    end
-    local kind = lib.check(kind_of[q], "select returned a queue not in its list")
-    got[#got + 1] = lib.item_id(kind, v)
-    if kind ~= "SimpleQueue" then q:task_done() end
+  end)
+  if not ok then
+    if loom.is_cancelled(err) then return got, true end
+    error(err, 0)
   end
   -- closed means every queue of the list is closed and drained
   for _, q in ipairs(qs) do
     lib.check(q:is_closed() and q:qsize() == 0, "select said closed, but a queue is open or has items")
   end
-  return got
+  return got, false
 end
 
 -- A producer that spreads its items over the queues; when the queue it
@@ -296,6 +318,13 @@ function sel.run(ctx)
   for p = 1, P do
     producers[p] = ctx:spawn(spreader, qs, kinds, p, n, ctx:sub(), T, shapes)
   end
+  if S >= 2 and ctx:chance(0.3) then
+    -- not the first: it alone waits on every queue, so bounded queues
+    -- would fill up and hold the producers
+    ctx:param("cancel", "selector")
+    loom.sleep(ctx.rng() * 0.01)
+    consumers[ctx:int(2, S)]:cancel()
+  end
   local order = {}
   for i = 1, K do order[i] = i end
   for i = K, 2, -1 do
@@ -323,6 +352,8 @@ function sel.run(ctx)
     lib.check(not cancelled, "a getter was cancelled")
     lib.tally_add(tally, ids)
   end
+  -- what a cancelled selector left behind
+  for i = 1, K do drain(qs[i], kinds[i], tally) end
   ctx:param("got", lib.tally_check(tally, status, "select"))
   for i = 1, K do
     lib.check(qs[i]:qsize() == 0, "queue %d: %d items left after select drained it", i, qs[i]:qsize())
