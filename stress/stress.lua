@@ -1,9 +1,9 @@
 -- stress/stress.lua: `make stress`. Runs randomly chosen scenarios (queues
 -- and select, every primitive, shared tables, pools and futures, async
--- loops bridged to threads, thread churn) until the time is up, and checks
--- after each one that nothing was lost or duplicated, that every future
--- completed or was cancelled exactly once, that no thread is left running
--- and that memory came back.
+-- loops bridged to threads, thread churn, bad input) until the time is up,
+-- and checks after each one that nothing was lost or duplicated, that
+-- every future completed or was cancelled exactly once, that no thread is
+-- left running and that memory came back.
 --
 --   STRESS_SECONDS=300   total time (new rounds start until it is spent)
 --   STRESS_SEED=n        the seed (printed at the start) reproduces a run
@@ -53,6 +53,7 @@ end
 -- the scenario list decides what each round draws: a reproduction needs it
 local only_env = ((only and only ~= "") and ("STRESS_ONLY=" .. only .. " ") or "")
   .. (lib.known_bugs and "STRESS_KNOWN_BUGS=1 " or "")
+  .. (os.getenv("STRESS_SCALE") and ("STRESS_SCALE=" .. os.getenv("STRESS_SCALE") .. " ") or "")
 
 local target = lib.sanitizer and ("stress-" .. lib.sanitizer) or "stress"
 
@@ -69,12 +70,12 @@ local T = lib.T
 -- slower, TSan 5 to 20 times).
 local SCALE = tonumber(os.getenv("STRESS_SCALE"))
   or (lib.sanitizer == "asan" and 0.4) or (lib.sanitizer and 0.15) or 1
--- After a round, the threads it started must be gone within SETTLE s
--- (pool workers of a pool dropped without waiting end on their own).
 -- A round still running after this long is stuck: the watchdog ends the
 -- process (every wait of a round is bounded by T; a failing round may
 -- spend a few T in them and in its clean-up).
 local WATCHDOG = tonumber(os.getenv("STRESS_WATCHDOG")) or (6 * T + 60)
+-- After a round, the threads it started must be gone within SETTLE s
+-- (pool workers of a pool dropped without waiting end on their own).
 local SETTLE = lib.sanitizer and 30 or 10
 
 local function rss_kb()
