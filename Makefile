@@ -27,7 +27,8 @@ BUILD ?= build
 OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 SO   = $(BUILD)/loom/core.so
 
-.PHONY: san-run all test asan tsan oom bench install uninstall clean examples demo valgrind embed deps
+.PHONY: san-run all test asan tsan oom bench install uninstall clean examples demo valgrind embed deps \
+        stress stress-tsan stress-asan stress-run
 
 all: $(SO)
 
@@ -76,9 +77,11 @@ demo: $(SO)
 LUA_LIBS = $$($(PKG_CONFIG) --libs lua$(LUA_VERSION) 2>/dev/null || echo -llua$(LUA_VERSION)) -lm -ldl
 SAN_RUN = LOOM_LUA=$(BUILD)/lua LOOM_BUILD=$(BUILD) $(BUILD)/lua spec/run.lua $(SPEC)
 
+# -rdynamic: under TSan the runner's __longjmp_chk must take liblua's calls
+# (see lua_runner.c).
 $(BUILD)/lua: spec/support/lua_runner.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDFLAGS) $(LUA_LIBS)
+	$(CC) $(ALL_CFLAGS) $< -o $@ -rdynamic $(LDFLAGS) $(LUA_LIBS)
 
 ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # ASan checks more when each Lua object of a thread state is a malloc block.
@@ -89,14 +92,17 @@ asan:
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LOOM_SANITIZER=asan $(MAKE) --no-print-directory BUILD=build-asan san-run
 
+# libuv is not instrumented: spec/support/tsan.supp says what that hides.
+TSAN_OPTIONS_ALL = halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/spec/support/tsan.supp
+
 tsan:
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
 	  build-tsan/loom/core.so build-tsan/lua build-tsan/udata_lib.so
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	TSAN_OPTIONS="$(TSAN_OPTIONS_ALL)" \
 	  LOOM_SANITIZER=tsan $(MAKE) --no-print-directory BUILD=build-tsan san-run
 	$(MAKE) --no-print-directory EMBED=build-tsan/host OPT="-O1 -g -fsanitize=thread" \
 	  LDFLAGS="-fsanitize=thread" build-tsan/host
-	LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' TSAN_OPTIONS="halt_on_error=1" \
+	LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' TSAN_OPTIONS="$(TSAN_OPTIONS_ALL)" \
 	  build-tsan/host examples/embed/script.lua >/dev/null && echo "embedding host clean under TSan"
 
 # Allocation-failure test build: loom's own mallocs can be made to fail one
@@ -109,6 +115,37 @@ oom:
 
 san-run:
 	$(SAN_RUN)
+
+# The randomized stress run (stress/stress.lua): scenarios drawn from a
+# printed seed until STRESS_SECONDS (300; 30 under a sanitizer) are spent;
+# STRESS_SEED=n reproduces a run, STRESS_ROUND=k one round of it. Ends with
+# "N passed, N failed" (N = scenarios run). The run's own watchdog names a
+# stuck round; the outer timeout is a last resort.
+STRESS_RUN = LOOM_BUILD=$(BUILD) STRESS_SECONDS=$${STRESS_SECONDS:-$(STRESS_DEFAULT)} \
+  timeout -k 10 $$(( $${STRESS_SECONDS:-$(STRESS_DEFAULT)} + 1800 )) $(STRESS_LUA) stress/stress.lua
+STRESS_DEFAULT = 300
+STRESS_LUA = $(LUA)
+
+stress: $(SO)
+	$(STRESS_RUN)
+
+stress-run:
+	$(STRESS_RUN)
+
+# The same against the sanitizer builds, for a short time by default;
+# under ASan with LeakSanitizer on (whatever the run leaves unfreed when
+# the state closes fails it).
+stress-tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" \
+	  build-tsan/loom/core.so build-tsan/lua
+	TSAN_OPTIONS="$(TSAN_OPTIONS_ALL)" LOOM_SANITIZER=tsan \
+	  $(MAKE) --no-print-directory BUILD=build-tsan STRESS_DEFAULT=30 STRESS_LUA=build-tsan/lua stress-run
+
+stress-asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g $(ASAN_FLAGS) $(ASAN_HEAP)" LDFLAGS="$(ASAN_FLAGS)" \
+	  build-asan/loom/core.so build-asan/lua
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 LOOM_SANITIZER=asan \
+	  $(MAKE) --no-print-directory BUILD=build-asan STRESS_DEFAULT=30 STRESS_LUA=build-asan/lua stress-run
 
 bench: $(SO)
 	LOOM_BUILD=$(BUILD) $(LUA) bench/run.lua
