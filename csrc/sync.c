@@ -1106,6 +1106,8 @@ typedef struct barrier_obj {
   int state;
   lua_Integer count;   /* threads inside wait() */
   uint64_t runner;     /* self_ident() of the thread running the action */
+  int break_next;      /* a party left while the last cycle finished: the
+                          next cycle starts broken (reset clears it) */
 } barrier_obj;
 
 static const loom_class barrier_class;
@@ -1206,6 +1208,9 @@ static int barrier_wait(lua_State *L) {
          b->state == B_ACTION) {
     rc = loom__wait(&b->obj, &b->cv, &b->mu, NULL);
     if (rc == LOOM_CANCELLED) {
+      /* a party that leaves breaks the barrier: not the cycle that is
+      ** ending (its parties passed), the one it was waiting to join */
+      b->break_next = 1;
       pthread_mutex_unlock(&b->mu);
       return loom__raise_cancelled(L);
     }
@@ -1257,7 +1262,9 @@ static int barrier_wait(lua_State *L) {
   /* leave: the last one out ends a drain or a reset */
   if (--b->count == 0 &&
       (b->state == B_DRAINING || b->state == B_RESETTING)) {
-    b->state = B_FILLING;
+    if (b->break_next && b->state == B_DRAINING) barrier_break(b);
+    else b->state = B_FILLING;
+    b->break_next = 0;
     pthread_cond_broadcast(&b->cv);
   }
   pthread_mutex_unlock(&b->mu);
@@ -1292,6 +1299,7 @@ static int barrier_reset(lua_State *L) {
     if (rc == LOOM_CANCELLED) return loom__raise_cancelled(L);
     return luaL_error(L, "cannot reset a barrier from its own action");
   }
+  b->break_next = 0;
   if (b->count > 0) {
     if (b->state == B_FILLING || b->state == B_BROKEN) b->state = B_RESETTING;
   } else {

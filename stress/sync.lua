@@ -230,11 +230,6 @@ function barrier.run(ctx)
   local N = ctx:param("parties", ctx:int(2, 6))
   local cycles = ctx:param("cycles", ctx:n(ctx:pick { 50, 500 }, 5))
   local mode = ctx:param("mode", ctx:pick { "plain", "plain", "abort", "cancel" })
-  if mode == "cancel" and not lib.known_bugs then
-    -- known bug: a party cancelled while the barrier drains its previous
-    -- cycle leaves without breaking it (see docs/guarantees.md)
-    mode = ctx:param("instead", "abort")
-  end
   local s = loom.shared { actions = 0 }
   local b = ctx:own_barrier(loom.Barrier(N, function() s:incr("actions") end))
   local ts = {}
