@@ -857,6 +857,13 @@ static afut *spawn(lua_State *L, aloop *l, int idx, int n, const char *name) {
   lua_pushvalue(L, tidx);
   lua_rawsetp(L, -2, t);
   lua_pop(L, 1);
+  /* the loop is ending (its live tasks were cancelled): a task made now,
+  ** e.g. for a connection a server accepted, is cancelled before it runs,
+  ** so that run can end */
+  if (l->closing) {
+    t->cancel_req = 1;
+    t->ncancels = 1;
+  }
   if (!schedule(l, t)) luaL_error(L, "not enough memory");
   return t;
 }
@@ -1151,6 +1158,7 @@ static int run_body(lua_State *L) {
   int midx = lua_gettop(L);
   int stuck = !run_until(l, main_done, main);
   cancel_live(l); /* the main task too, when it is stuck */
+  l->closing = 1;
   if (!run_until(l, none_live, NULL)) stuck = 1;
   if (stuck)
     return luaL_error(L, "async.run: the main task waits for something that "

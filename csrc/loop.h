@@ -69,6 +69,7 @@ struct aloop {
   uint64_t armed_due; /* what `timer` is armed for (0: not armed) */
   uint64_t due_seq;
   int ncross;         /* tasks waiting on other threads: wake stays referenced */
+  int closing;        /* the main task ended: tasks spawned now start cancelled */
   double slow;        /* debug: report steps longer than this (0: off) */
   pthread_mutex_t inbox_mu;
   afut **inbox;       /* tasks woken by other threads, under inbox_mu */
