@@ -8,10 +8,14 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 LUA_LIBDIR_INSTALL ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+DOCDIR     ?= $(PREFIX)/share/doc/loom
+PKGCONFIGDIR ?= $(PREFIX)/lib/pkgconfig
+VERSION     = $(shell sed -n 's/^\#define LOOM_VERSION "\(.*\)"/\1/p' csrc/loom.h)
 
 CC      ?= cc
 OPT     ?= -O2 -g
-WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+WERROR  ?= -Werror
+WARN    = -Wall -Wextra $(WERROR) -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(CFLAGS) $(WARN) -fPIC -pthread \
              -fvisibility=hidden -I$(LUA_INCDIR) -Icsrc $(UV_CFLAGS)
@@ -27,7 +31,8 @@ BUILD ?= build
 OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 SO   = $(BUILD)/loom/core.so
 
-.PHONY: san-run all test asan tsan bench install uninstall clean examples demo valgrind embed deps
+.PHONY: san-run all test asan tsan bench install uninstall clean examples demo valgrind embed deps \
+        rock rock-install lint
 
 all: $(SO)
 
@@ -96,16 +101,38 @@ bench: $(SO)
 valgrind: $(SO)
 	LOOM_BUILD=$(BUILD) sh examples/valgrind.sh
 
+# The module, its Lua files, loom.h, a loom.pc for C hosts, and the docs.
 install: $(SO)
 	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom
 	install -m 755 $(SO) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom/core.so
 	install -m 644 lua/loom/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom/
 	install -d $(DESTDIR)$(PREFIX)/include
 	install -m 644 csrc/loom.h $(DESTDIR)$(PREFIX)/include/loom.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@MODULEDIR@|$(LUA_LIBDIR_INSTALL)/loom|' \
+	    -e 's|@LUA_INCDIR@|$(LUA_INCDIR)|' -e 's|@VERSION@|$(VERSION)|' loom.pc.in > $(BUILD)/loom.pc
+	install -d $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 $(BUILD)/loom.pc $(DESTDIR)$(PKGCONFIGDIR)/loom.pc
+	install -d $(DESTDIR)$(DOCDIR)/docs
+	install -m 644 README.md LICENSE $(DESTDIR)$(DOCDIR)/
+	install -m 644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
 uninstall:
 	rm -rf $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom \
-	  $(DESTDIR)$(PREFIX)/include/loom.h
+	  $(DESTDIR)$(PREFIX)/include/loom.h $(DESTDIR)$(PKGCONFIGDIR)/loom.pc $(DESTDIR)$(DOCDIR)
+
+# What the rockspecs run (build type "make"): LuaRocks passes its CFLAGS,
+# LIBFLAG, LUA_INCDIR, libuv's paths and the rock's LIBDIR and LUADIR. The
+# build goes to build-rock/, which rock-install removes once the rock is
+# installed, so `luarocks make` leaves nothing in the source tree.
+ROCK_BUILD = build-rock
+rock:
+	$(MAKE) BUILD=$(ROCK_BUILD) $(ROCK_BUILD)/loom/core.so
+
+rock-install:
+	install -d $(LIBDIR)/loom $(LUADIR)/loom
+	install -m 755 $(ROCK_BUILD)/loom/core.so $(LIBDIR)/loom/core.so
+	install -m 644 lua/loom/*.lua $(LUADIR)/loom/
+	rm -rf $(ROCK_BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan $(EMBED)
+	rm -rf build build-asan build-tsan $(ROCK_BUILD) $(EMBED)
