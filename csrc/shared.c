@@ -736,7 +736,7 @@ static snapshot *take_snapshot(lua_State *L, shared_obj *s) {
     sn->items = (slot *)malloc(s->count * sizeof *sn->items);
     oom = sn->items == NULL;
   }
-  for (size_t i = 0; !oom && i < s->cap; i++) {
+  for (size_t i = 0; !oom && sn->n < s->count && i < s->cap; i++) {
     slot *e = &s->slots[i];
     if (e->key.kind < K_FALSE) continue;
     slot *d = &sn->items[sn->n];

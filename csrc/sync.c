@@ -1166,7 +1166,8 @@ static int call_action(lua_State *L) {
   return 0;
 }
 
-enum { W_OK, W_BROKEN, W_CANCELLED, W_ACTION };
+/* how a barrier wait ended (not W_OK: that is access()'s, <unistd.h>) */
+enum { BW_OK, BW_BROKEN, BW_CANCELLED, BW_ACTION };
 
 /* wait() called by the barrier's own action (mu held; released here).
 ** Nothing can release it before the action returns, so, as in Python,
@@ -1197,7 +1198,7 @@ static int barrier_wait(lua_State *L) {
     has = 1;
   }
   lua_settop(L, 1);
-  int rc = 0, err = W_OK;
+  int rc = 0, err = BW_OK;
   pthread_mutex_lock(&b->mu);
   if (b->state == B_ACTION && b->runner == self_ident())
     return wait_in_action(L, b, has ? &ts : NULL);
@@ -1227,12 +1228,12 @@ static int barrier_wait(lua_State *L) {
       b->runner = 0;
       if (status != LUA_OK) {
         barrier_break(b);
-        err = W_ACTION;
+        err = BW_ACTION;
       } else if (b->state == B_BROKEN) { /* the action aborted it */
-        err = W_BROKEN;
+        err = BW_BROKEN;
       }
     }
-    if (err == W_OK) {
+    if (err == BW_OK) {
       b->state = B_DRAINING;
       pthread_cond_broadcast(&b->cv);
     }
@@ -1249,9 +1250,9 @@ static int barrier_wait(lua_State *L) {
     }
     if (b->state == B_FILLING || b->state == B_ACTION) {
       barrier_break(b); /* timed out or cancelled */
-      err = rc == LOOM_CANCELLED ? W_CANCELLED : W_BROKEN;
+      err = rc == LOOM_CANCELLED ? BW_CANCELLED : BW_BROKEN;
     } else if (b->state == B_BROKEN || b->state == B_RESETTING) {
-      err = W_BROKEN;
+      err = BW_BROKEN;
     }
   }
   /* leave: the last one out ends a drain or a reset */
@@ -1262,9 +1263,9 @@ static int barrier_wait(lua_State *L) {
   }
   pthread_mutex_unlock(&b->mu);
   switch (err) {
-    case W_BROKEN: return loom__raise(L, "broken", "barrier is broken");
-    case W_CANCELLED: return loom__raise_cancelled(L);
-    case W_ACTION: return lua_error(L);
+    case BW_BROKEN: return loom__raise(L, "broken", "barrier is broken");
+    case BW_CANCELLED: return loom__raise_cancelled(L);
+    case BW_ACTION: return lua_error(L);
     default: break;
   }
   lua_pushinteger(L, index);

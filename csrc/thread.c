@@ -860,14 +860,6 @@ void loom__thread_unwatch(loom_object *o, loom_watch *w) {
   pthread_mutex_unlock(&t->mu);
 }
 
-int loom__thread_failed(loom_object *o) {
-  loom_thread *t = (loom_thread *)o;
-  pthread_mutex_lock(&t->mu);
-  int failed = t->state == T_DONE && t->failed;
-  pthread_mutex_unlock(&t->mu);
-  return failed;
-}
-
 static int thread_start(lua_State *L) {
   loom_thread *t = check_thread(L, 1);
   pthread_mutex_lock(&t->mu);
@@ -1117,13 +1109,13 @@ static int l_active_count(lua_State *L) {
 
 static int l_enumerate(lua_State *L) {
   pthread_mutex_lock(&registry_mu);
-  int n = running_count;
-  loom_thread **list = (loom_thread **)malloc((n + 1) * sizeof *list);
+  int n = 0;
+  loom_thread **list =
+      (loom_thread **)malloc(((size_t)running_count + 1) * sizeof *list);
   if (list != NULL) {
-    int i = 0;
-    for (loom_thread *t = running; t != NULL; t = t->next) {
+    for (loom_thread *t = running; t != NULL && n < running_count; t = t->next) {
       loom__retain(&t->obj);
-      list[i++] = t;
+      list[n++] = t;
     }
   }
   pthread_mutex_unlock(&registry_mu);
@@ -1138,13 +1130,6 @@ static int l_enumerate(lua_State *L) {
   for (int i = 0; i < n; i++) loom__release(&list[i]->obj);
   free(list);
   return 1;
-}
-
-int loom__exiting(void) {
-  pthread_mutex_lock(&registry_mu);
-  int e = exiting;
-  pthread_mutex_unlock(&registry_mu);
-  return e;
 }
 
 uint64_t loom__thread_ident(void) {
@@ -1215,6 +1200,8 @@ static int sentinel_gc(lua_State *L) {
 static void pin_library(void) {
   Dl_info info;
   if (dladdr((void *)luaopen_loom_core, &info) && info.dli_fname)
+    /* the handle is dropped on purpose: it is never to be closed */
+    /* cppcheck-suppress leakReturnValNotUsed */
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
