@@ -7,7 +7,7 @@ local helpers = require "helpers"
 -- the global table; a thread body (or Barrier action) reading a global
 -- would try to copy busted itself. Thread bodies here read only locals:
 -- the standard names they need are bound here and cross by name.
-local pcall, error, tostring, debug = pcall, error, tostring, debug
+local pcall, error, tostring = pcall, error, tostring
 
 local check_env = helpers.check_env
 

@@ -50,7 +50,7 @@ return function(loom, methods)
     end
     opts = opts or {}
     local timeout = opts.timeout
-    if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
+    if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
       error("bad argument #3 to 'map' (field 'timeout' must be a non-negative number)", 2)
     end
     local chunksize = check_count(opts, "chunksize")

@@ -26,7 +26,7 @@ return function(loom)
   --- loom.Timer(interval, fn, ...) -> a timer that calls fn(...) after
   --- `interval` seconds once started, unless cancelled first.
   function loom.Timer(interval, fn, ...)
-    if type(interval) ~= "number" or not (interval >= 0) then
+    if type(interval) ~= "number" or interval ~= interval or interval < 0 then
       error("bad argument #1 to 'Timer' (interval must be a non-negative number)", 2)
     end
     if type(fn) ~= "function" then
