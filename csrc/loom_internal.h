@@ -295,6 +295,10 @@ loom_thread *loom__self(void);
 /* loom.get_ident() of the caller: unique per loom thread (also when OS
 ** threads are reused) and per other OS thread; never 0. */
 uint64_t loom__thread_ident(void);
+/* Whether the exit join has begun: the state that opened loom is closing
+** (its sentinel's __gc ran), so a thread started now would not be waited
+** for. Set once, never reset; start() refuses from then on. */
+int loom__exiting(void);
 /* The cancellation flag of t (for wait.c). */
 atomic_int *loom__thread_cancel_flag(loom_thread *t);
 /* Registers / clears the object t is blocked on (wait.c protocol). */

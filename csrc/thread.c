@@ -1132,6 +1132,16 @@ static int l_enumerate(lua_State *L) {
   return 1;
 }
 
+/* No caller yet: kept for C code that must refuse new work once the exit
+** join began (docs/design.md, Guarantees). */
+/* cppcheck-suppress unusedFunction */
+int loom__exiting(void) {
+  pthread_mutex_lock(&registry_mu);
+  int e = exiting;
+  pthread_mutex_unlock(&registry_mu);
+  return e;
+}
+
 uint64_t loom__thread_ident(void) {
   return current_ident();
 }
