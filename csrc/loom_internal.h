@@ -235,6 +235,10 @@ void loom__push_error(lua_State *L, const char *kind, const char *fmt, ...);
 int loom__raise(lua_State *L, const char *kind, const char *fmt, ...);
 int loom__is_error(lua_State *L, int idx, const char *kind);
 void loom__open_error(lua_State *L); /* adds is_timeout etc. to table on top */
+/* Misuse: raises Lua's "bad argument #arg to 'f' (function expected, got
+** nil)" unless the value at arg can be called (a function, or a value
+** whose metatable has __call). */
+void loom__check_callable(lua_State *L, int arg);
 
 /*
 ** ---------------------------------------------------------------------

@@ -236,7 +236,7 @@ static int push_guard(lua_State *L, loom_object *o, const lockops *ops) {
 
 /* obj:with(fn, ...): fn's results; fn's error after releasing. */
 static int do_with(lua_State *L, loom_object *o, const lockops *ops) {
-  luaL_checkany(L, 2);
+  loom__check_callable(L, 2);
   int base = 1; /* results start above the object */
   ops->acquire(L, o);
   int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
@@ -642,7 +642,7 @@ static int cond_wait(lua_State *L) {
 /* wait_for(predicate[, timeout]) -> the predicate's last value */
 static int cond_wait_for(lua_State *L) {
   cond_obj *c = check_cond(L);
-  luaL_checkany(L, 2);
+  loom__check_callable(L, 2);
   struct timespec ts;
   int has = loom__opt_deadline(L, 3, &ts);
   lua_settop(L, 2);

@@ -745,8 +745,9 @@ static int l_Thread(lua_State *L) {
     for (int i = 1; i <= nargs; i++) lua_rawgeti(L, 3, i);
   }
   lua_remove(L, 3); /* args table; target at 2, arguments from 3 */
-  lua_getfield(L, 1, "name");
-  const char *name = luaL_optstring(L, -1, NULL);
+  if (lua_getfield(L, 1, "name") != LUA_TNIL && !lua_isstring(L, -1))
+    return luaL_argerror(L, 1, "field 'name' must be a string");
+  const char *name = lua_tostring(L, -1);
   int daemon = lua_getfield(L, 1, "daemon") == LUA_TNIL ? creator_daemon()
                                                         : lua_toboolean(L, -1);
   lua_getfield(L, 1, "cancel_hook");
