@@ -8,10 +8,14 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 LUA_LIBDIR_INSTALL ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 LUA_SHAREDIR_INSTALL ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+DOCDIR     ?= $(PREFIX)/share/doc/loom
+PKGCONFIGDIR ?= $(PREFIX)/lib/pkgconfig
+VERSION     = $(shell sed -n 's/^\#define LOOM_VERSION "\(.*\)"/\1/p' csrc/loom.h)
 
 CC      ?= cc
 OPT     ?= -O2 -g
-WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+WERROR  ?= -Werror
+WARN    = -Wall -Wextra $(WERROR) -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(CFLAGS) $(WARN) -fPIC -pthread \
              -fvisibility=hidden -I$(LUA_INCDIR) -Icsrc $(UV_CFLAGS)
@@ -28,7 +32,7 @@ OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 SO   = $(BUILD)/loom/core.so
 
 .PHONY: san-run all test asan tsan oom bench install uninstall clean examples demo valgrind embed deps \
-        stress stress-tsan stress-asan stress-run
+        stress stress-tsan stress-asan stress-run rock rock-install lint lint-lua lint-cppcheck lint-clang-tidy
 
 all: $(SO)
 
@@ -68,6 +72,29 @@ $(UDATA): spec/support/udata_lib.c csrc/loom.h
 # Runs the whole spec suite against $(BUILD).
 test: $(SO) $(EMBED) $(UDATA)
 	LOOM_BUILD=$(BUILD) $(LUA) spec/run.lua $(SPEC)
+
+# Linters (Debian: lua-check cppcheck clang-tidy), each with its config:
+# .luacheckrc, .cppcheck-suppressions, .clang-tidy. `make -k lint` runs all
+# three even when one fails. The embedding example is the caller of
+# loom.h's setters, so it is checked with the sources.
+LUACHECK   ?= luacheck
+CPPCHECK   ?= cppcheck
+CLANG_TIDY ?= clang-tidy
+LINT_C = $(SRCS) examples/embed/host.c
+CPPCHECK_FLAGS = --std=c11 -D_POSIX_C_SOURCE=200809L -Icsrc --library=posix \
+  --enable=warning,style,performance,portability,unusedFunction \
+  --inline-suppr --suppressions-list=.cppcheck-suppressions --error-exitcode=1 --quiet
+
+lint: lint-lua lint-cppcheck lint-clang-tidy
+
+lint-lua:
+	$(LUACHECK) -q lua spec examples bench
+
+lint-cppcheck:
+	$(CPPCHECK) $(CPPCHECK_FLAGS) $(LINT_C)
+
+lint-clang-tidy:
+	$(CLANG_TIDY) --quiet $(LINT_C) -- $(ALL_CFLAGS)
 
 demo: $(SO)
 	LOOM_BUILD=$(BUILD) $(LUA) examples/run_all.lua
@@ -153,16 +180,38 @@ bench: $(SO)
 valgrind: $(SO) $(EMBED)
 	LOOM_BUILD=$(BUILD) sh examples/valgrind.sh
 
+# The module, its Lua files, loom.h, a loom.pc for C hosts, and the docs.
 install: $(SO)
 	install -d $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom
 	install -m 755 $(SO) $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom/core.so
 	install -m 644 lua/loom/*.lua $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom/
 	install -d $(DESTDIR)$(PREFIX)/include
 	install -m 644 csrc/loom.h $(DESTDIR)$(PREFIX)/include/loom.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@MODULEDIR@|$(LUA_LIBDIR_INSTALL)/loom|' \
+	    -e 's|@LUA_INCDIR@|$(LUA_INCDIR)|' -e 's|@VERSION@|$(VERSION)|' loom.pc.in > $(BUILD)/loom.pc
+	install -d $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 $(BUILD)/loom.pc $(DESTDIR)$(PKGCONFIGDIR)/loom.pc
+	install -d $(DESTDIR)$(DOCDIR)/docs
+	install -m 644 README.md LICENSE $(DESTDIR)$(DOCDIR)/
+	install -m 644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
 uninstall:
 	rm -rf $(DESTDIR)$(LUA_LIBDIR_INSTALL)/loom $(DESTDIR)$(LUA_SHAREDIR_INSTALL)/loom \
-	  $(DESTDIR)$(PREFIX)/include/loom.h
+	  $(DESTDIR)$(PREFIX)/include/loom.h $(DESTDIR)$(PKGCONFIGDIR)/loom.pc $(DESTDIR)$(DOCDIR)
+
+# What the rockspecs run (build type "make"): LuaRocks passes its CFLAGS,
+# LIBFLAG, LUA_INCDIR, libuv's paths and the rock's LIBDIR and LUADIR. The
+# build goes to build-rock/, which rock-install removes once the rock is
+# installed, so `luarocks make` leaves nothing in the source tree.
+ROCK_BUILD = build-rock
+rock:
+	$(MAKE) BUILD=$(ROCK_BUILD) $(ROCK_BUILD)/loom/core.so
+
+rock-install:
+	install -d $(LIBDIR)/loom $(LUADIR)/loom
+	install -m 755 $(ROCK_BUILD)/loom/core.so $(LIBDIR)/loom/core.so
+	install -m 644 lua/loom/*.lua $(LUADIR)/loom/
+	rm -rf $(ROCK_BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan build-oom $(EMBED)
+	rm -rf build build-asan build-tsan build-oom $(ROCK_BUILD) $(EMBED)

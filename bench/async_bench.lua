@@ -108,8 +108,10 @@ util.report("loom.async vs asyncio (median of " .. ROUNDS .. " alternating round
   { name = "100,000 tasks sleeping 10 ms, wall", unit = "s", loom = loom100k, python = py100k },
   { name = "10,000 sleepers, peak memory (KB)", unit = "KB", loom = lmem10k, python = pmem10k },
   { name = "100,000 sleepers, peak memory (KB)", unit = "KB", loom = lmem100k, python = pmem100k },
-  { name = "task switches (4 tasks, sleep 0)", unit = "sw/s", loom = util.median(L.sw), python = util.median(P.sw), higher = true },
-  { name = "await a pool future (bridge round trip)", unit = "s", loom = util.median(L.br), python = util.median(P.br) },
+  { name = "task switches (4 tasks, sleep 0)", unit = "sw/s",
+    loom = util.median(L.sw), python = util.median(P.sw), higher = true },
+  { name = "await a pool future (bridge round trip)", unit = "s",
+    loom = util.median(L.br), python = util.median(P.br) },
 })
 print("")
 print("targets: 10k sleepers <= 0.15x asyncio's wall time and <= 0.5x its extra memory;"

@@ -3,6 +3,7 @@
 **
 ** An error value is a table {kind = "timeout", message = "..."} whose
 ** metatable is the registered "loom.Error"; tostring(e) is its message.
+** Also the check of callable arguments (misuse raises Lua's own message).
 ** No shared state.
 */
 #include <stdarg.h>
@@ -72,6 +73,15 @@ int loom__is_error(lua_State *L, int idx, const char *kind) {
   }
   lua_pop(L, 2);
   return ok;
+}
+
+void loom__check_callable(lua_State *L, int arg) {
+  if (lua_type(L, arg) == LUA_TFUNCTION) return;
+  if (luaL_getmetafield(L, arg, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  luaL_typeerror(L, arg, "function");
 }
 
 static int l_is_kind(lua_State *L) {

@@ -102,6 +102,8 @@ void loom__watch_fire_all(loom_watch **head, int failed) {
 typedef struct slab slab;
 typedef union bhdr { /* before each block: its slab (NULL: from calloc) */
   slab *owner;
+  /* never read: aligns the block after the header */
+  /* cppcheck-suppress unusedStructMember */
   max_align_t align;
 } bhdr;
 
@@ -731,8 +733,8 @@ static multiwait *new_multiwait(lua_State *L, int idx) {
   for (lua_Integer i = 1; i <= len; i++) {
     lua_geti(L, idx, i);
     if (loom__test_future(L, -1) == NULL && loom__test_thread(L, -1) == NULL)
-      luaL_error(L, "bad argument #%d (item %d is not a loom.Future or "
-                 "loom.Thread: %s)", idx, (int)i, luaL_typename(L, -1));
+      luaL_argerror(L, idx, lua_pushfstring(L, "item %d is not a loom.Future "
+                    "or loom.Thread: %s", (int)i, luaL_typename(L, -1)));
     lua_pushvalue(L, -1);
     if (lua_rawget(L, list + 1) != LUA_TNIL) {
       lua_pop(L, 2);
@@ -839,6 +841,7 @@ static int as_completed_next(lua_State *L) {
 /* loom.as_completed(futures[, timeout]): for f in ... do */
 static int l_as_completed(lua_State *L) {
   struct timespec unused;
+  luaL_checktype(L, 1, LUA_TTABLE);
   int has = loom__opt_deadline(L, 2, &unused);
   double end = has ? loom__now() + (double)lua_tonumber(L, 2) : 0;
   lua_settop(L, 1);
@@ -854,20 +857,24 @@ enum { RW_ALL, RW_FIRST, RW_EXCEPTION };
 static int l_wait(lua_State *L) {
   struct timespec dl;
   int has = 0, when = RW_ALL;
+  luaL_checktype(L, 1, LUA_TTABLE);
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_getfield(L, 2, "timeout");
-    has = loom__opt_deadline(L, -1, &dl);
-    lua_getfield(L, 2, "return_when");
-    static const char *const modes[] = {"ALL_COMPLETED", "FIRST_COMPLETED",
-                                        "FIRST_EXCEPTION", NULL};
-    if (!lua_isnil(L, -1)) {
-      const char *s = lua_tostring(L, -1);
-      for (when = 0; modes[when] != NULL; when++)
-        if (s != NULL && lua_type(L, -1) == LUA_TSTRING && strcmp(s, modes[when]) == 0) break;
-      if (modes[when] == NULL)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "invalid return_when '%s'",
-                                                   s ? s : luaL_typename(L, -1)));
+    if (lua_getfield(L, 2, "timeout") != LUA_TNIL) {
+      int isnum;
+      lua_Number s = lua_tonumberx(L, -1, &isnum);
+      luaL_argcheck(L, isnum && s >= 0, 2,
+                    "field 'timeout' must be a non-negative number");
+      loom__deadline_after((double)s, &dl);
+      has = 1;
+    }
+    if (lua_getfield(L, 2, "return_when") != LUA_TNIL) {
+      static const char *const modes[] = {"ALL_COMPLETED", "FIRST_COMPLETED",
+                                          "FIRST_EXCEPTION", NULL}; /* RW_* */
+      const char *mode = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+      for (when = 0; modes[when] != NULL && strcmp(modes[when], mode) != 0; when++) {}
+      luaL_argcheck(L, modes[when] != NULL, 2, "field 'return_when' must be "
+                    "loom.ALL_COMPLETED, loom.FIRST_COMPLETED or loom.FIRST_EXCEPTION");
     }
     lua_pop(L, 2);
   }

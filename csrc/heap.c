@@ -42,7 +42,7 @@
 #define GRAIN 16
 #define MAX_SMALL 256
 #define NCLASS (MAX_SMALL / GRAIN)
-#define WARMUP (256 * 1024)
+#define WARMUP ((size_t)256 * 1024)
 
 typedef struct page {
   struct page *prev, *next; /* in its class's list of pages with room */

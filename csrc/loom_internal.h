@@ -16,6 +16,15 @@
 #include "lauxlib.h"
 #include "loom.h"
 
+/* Lua's headers do not say that these never return; the static analyzers
+** (clang-tidy, make lint) would otherwise follow paths past every raise. */
+#ifdef __clang_analyzer__
+__attribute__((noreturn)) int lua_error(lua_State *L);
+__attribute__((noreturn)) int luaL_error(lua_State *L, const char *fmt, ...);
+__attribute__((noreturn)) int luaL_argerror(lua_State *L, int arg, const char *msg);
+__attribute__((noreturn)) int luaL_typeerror(lua_State *L, int arg, const char *tname);
+#endif
+
 /* Thread-locals live in the static TLS block made with each thread: a
 ** dlopen'd module's thread-locals are otherwise allocated on first use,
 ** and glibc aborts the process when that allocation fails. */
@@ -177,11 +186,11 @@ void loom__stream_abort(loom_stream *s);  /* withdraws, then the same */
 int loom__stream_read(loom_stream *s, const unsigned char **p, size_t *n);
 
 /* How a container accepts a value as a stream (loom__value_set_streamed).
-** start(ud, s, v) is called once the first chunk is ready; it gets the
-** holder's reference in v (tag set) and returns 1 when it delivered v
-** (and keeps the reference), 0 to decline. */
+** start(ud, v) is called once the first chunk is ready; it gets the
+** holder's reference in v (tag set) and returns 1 when it delivered a copy
+** of *v (and keeps the reference), 0 to decline. */
 typedef struct loom_stream_offer {
-  int (*start)(void *ud, loom_value *v);
+  int (*start)(void *ud, const loom_value *v);
   void *ud;
   loom_object *owner; /* given to withdraw */
   loom_stream_withdraw *withdraw;
@@ -230,6 +239,10 @@ void loom__push_error(lua_State *L, const char *kind, const char *fmt, ...);
 int loom__raise(lua_State *L, const char *kind, const char *fmt, ...);
 int loom__is_error(lua_State *L, int idx, const char *kind);
 void loom__open_error(lua_State *L); /* adds is_timeout etc. to table on top */
+/* Misuse: raises Lua's "bad argument #arg to 'f' (function expected, got
+** nil)" unless the value at arg can be called (a function, or a value
+** whose metatable has __call). */
+void loom__check_callable(lua_State *L, int arg);
 
 /*
 ** ---------------------------------------------------------------------
@@ -379,7 +392,6 @@ int loom__future_interrupt(lua_State *L, loom_future *f);
 loom_object *loom__test_thread(lua_State *L, int idx);
 int loom__thread_watch(loom_object *t, loom_watch *w, int *failed);
 void loom__thread_unwatch(loom_object *t, loom_watch *w);
-int loom__thread_failed(loom_object *t);
 
 /* Pool workers (pool.c): a loom thread whose state runs body(ud) (called
 ** as a Lua C function with ud as its light userdata argument) instead of

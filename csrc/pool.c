@@ -865,10 +865,16 @@ static int l_ThreadPoolExecutor(lua_State *L) {
   if (lua_getfield(L, 1, "initargs") != LUA_TNIL) { /* 6 */
     luaL_argcheck(L, lua_istable(L, 6), 1, "field 'initargs' must be a table");
     luaL_argcheck(L, init_t == LUA_TFUNCTION, 1, "initargs without an initializer");
-    lua_getfield(L, 6, "n");
-    nargs = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, 6);
+    if (lua_getfield(L, 6, "n") != LUA_TNIL) {
+      lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
+      luaL_argcheck(L, n >= 0 && n <= 1000, 1,
+                    "field 'initargs.n' must be an integer from 0 to 1000");
+      nargs = (int)n;
+    } else {
+      luaL_argcheck(L, lua_rawlen(L, 6) <= 1000, 1, "too many initargs");
+      nargs = (int)lua_rawlen(L, 6);
+    }
     lua_pop(L, 1);
-    luaL_argcheck(L, nargs >= 0 && nargs <= 1000, 1, "too many initargs");
     luaL_checkstack(L, nargs + 2, "too many initargs");
   }
   lua_settop(L, 6);

@@ -601,7 +601,7 @@ static int shared_update(lua_State *L) {
   shared_obj *s = check_shared(L, 1);
   skey k;
   read_key(L, 2, &k); /* a bad key raises before anything is held */
-  luaL_checkany(L, 3);
+  loom__check_callable(L, 3);
   lua_settop(L, 3);
   own(L, s);
   lua_pushcfunction(L, update_body);
@@ -650,7 +650,7 @@ static int shared_guard(lua_State *L) {
 /* s:with(fn, ...) */
 static int shared_with(lua_State *L) {
   shared_obj *s = check_shared(L, 1);
-  luaL_checkany(L, 2);
+  loom__check_callable(L, 2);
   own(L, s);
   int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
   disown(s);
@@ -736,7 +736,7 @@ static snapshot *take_snapshot(lua_State *L, shared_obj *s) {
     sn->items = (slot *)malloc(s->count * sizeof *sn->items);
     oom = sn->items == NULL;
   }
-  for (size_t i = 0; !oom && i < s->cap; i++) {
+  for (size_t i = 0; !oom && sn->n < s->count && i < s->cap; i++) {
     slot *e = &s->slots[i];
     if (e->key.kind < K_FALSE) continue;
     slot *d = &sn->items[sn->n];

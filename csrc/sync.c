@@ -236,7 +236,7 @@ static int push_guard(lua_State *L, loom_object *o, const lockops *ops) {
 
 /* obj:with(fn, ...): fn's results; fn's error after releasing. */
 static int do_with(lua_State *L, loom_object *o, const lockops *ops) {
-  luaL_checkany(L, 2);
+  loom__check_callable(L, 2);
   int base = 1; /* results start above the object */
   ops->acquire(L, o);
   int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
@@ -642,7 +642,7 @@ static int cond_wait(lua_State *L) {
 /* wait_for(predicate[, timeout]) -> the predicate's last value */
 static int cond_wait_for(lua_State *L) {
   cond_obj *c = check_cond(L);
-  luaL_checkany(L, 2);
+  loom__check_callable(L, 2);
   struct timespec ts;
   int has = loom__opt_deadline(L, 3, &ts);
   lua_settop(L, 2);
@@ -1168,7 +1168,8 @@ static int call_action(lua_State *L) {
   return 0;
 }
 
-enum { W_OK, W_BROKEN, W_CANCELLED, W_ACTION };
+/* how a barrier wait ended (not W_OK: that is access()'s, <unistd.h>) */
+enum { BW_OK, BW_BROKEN, BW_CANCELLED, BW_ACTION };
 
 /* wait() called by the barrier's own action (mu held; released here).
 ** Nothing can release it before the action returns, so, as in Python,
@@ -1199,7 +1200,7 @@ static int barrier_wait(lua_State *L) {
     has = 1;
   }
   lua_settop(L, 1);
-  int rc = 0, err = W_OK;
+  int rc = 0, err = BW_OK;
   pthread_mutex_lock(&b->mu);
   if (b->state == B_ACTION && b->runner == self_ident())
     return wait_in_action(L, b, has ? &ts : NULL);
@@ -1232,12 +1233,12 @@ static int barrier_wait(lua_State *L) {
       b->runner = 0;
       if (status != LUA_OK) {
         barrier_break(b);
-        err = W_ACTION;
+        err = BW_ACTION;
       } else if (b->state == B_BROKEN) { /* the action aborted it */
-        err = W_BROKEN;
+        err = BW_BROKEN;
       }
     }
-    if (err == W_OK) {
+    if (err == BW_OK) {
       b->state = B_DRAINING;
       pthread_cond_broadcast(&b->cv);
     }
@@ -1254,9 +1255,9 @@ static int barrier_wait(lua_State *L) {
     }
     if (b->state == B_FILLING || b->state == B_ACTION) {
       barrier_break(b); /* timed out or cancelled */
-      err = rc == LOOM_CANCELLED ? W_CANCELLED : W_BROKEN;
+      err = rc == LOOM_CANCELLED ? BW_CANCELLED : BW_BROKEN;
     } else if (b->state == B_BROKEN || b->state == B_RESETTING) {
-      err = W_BROKEN;
+      err = BW_BROKEN;
     }
   }
   /* leave: the last one out ends a drain or a reset */
@@ -1269,9 +1270,9 @@ static int barrier_wait(lua_State *L) {
   }
   pthread_mutex_unlock(&b->mu);
   switch (err) {
-    case W_BROKEN: return loom__raise(L, "broken", "barrier is broken");
-    case W_CANCELLED: return loom__raise_cancelled(L);
-    case W_ACTION: return lua_error(L);
+    case BW_BROKEN: return loom__raise(L, "broken", "barrier is broken");
+    case BW_CANCELLED: return loom__raise_cancelled(L);
+    case BW_ACTION: return lua_error(L);
     default: break;
   }
   lua_pushinteger(L, index);

@@ -1267,7 +1267,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
     encode(&e, first + i);
   }
   scratch *s = e.s;
-  if (s->stream != NULL) {
+  if (offer != NULL && s->stream != NULL) {
     loom_stream *st = s->stream;
     apply_marks(&e);
     if (s->len > e.pub &&
@@ -1336,7 +1336,6 @@ void loom__msg_free(loom_msg *m) {
 
 typedef struct dec {
   lua_State *L;
-  const loom_msg *m;
   const unsigned char *p, *end;
   int refs;       /* stack index of id -> value, when m->has_refs */
   int kept;       /* stack index of the ring of kept short strings */
@@ -1648,7 +1647,7 @@ static void close_slots(dec *d, int n) {
 }
 
 int loom__decode(lua_State *L, const loom_msg *m) {
-  dec d = {.L = L, .m = m, .p = m->data, .end = m->data + m->len};
+  dec d = {.L = L, .p = m->data, .end = m->data + m->len};
   luaL_checkstack(L, m->count + m->nkept + 3, "too many values to copy");
   if (m->has_refs || m->nkept) open_slots(&d, m->nkept);
   for (int i = 0; i < m->count; i++) decode(&d);
@@ -1681,7 +1680,7 @@ void loom__value_set(lua_State *L, int idx, loom_value *v, const char *what) {
 
 /* Scalars, strings and loom objects; returns 0 for anything else. */
 static int set_simple(lua_State *L, int idx, loom_value *v, const char *what,
-                      loom_object *owner) {
+                      const loom_object *owner) {
   switch (lua_type(L, idx)) {
     case LUA_TNIL: v->u.x.tag = V_NIL; return 1;
     case LUA_TBOOLEAN: v->u.x.tag = lua_toboolean(L, idx) ? V_TRUE : V_FALSE;

@@ -32,6 +32,6 @@ async.run(function()
     async.spawn(async.sleep, 0.2, "medium"),
   }
   for t in async.as_completed(tasks) do print("finished: " .. t:result()) end
-  local ok, err = pcall(async.wait_for, function() async.sleep(5) end, 0.1)
+  local _, err = pcall(async.wait_for, function() async.sleep(5) end, 0.1)
   print(("wait_for: %s (timeout: %s)"):format(tostring(err), tostring(loom.is_timeout(err))))
 end)

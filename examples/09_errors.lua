@@ -20,7 +20,7 @@ end
 
 -- Error values need not be strings: a table arrives as it was raised.
 local t = loom.thread(function() error({ code = 404, what = "not found" }) end)
-local ok, e = pcall(t.result, t)
+local _, e = pcall(t.result, t)
 print(("Caught error table: code=%d what=%s"):format(e.code, e.what))
 
 -- Timeouts are errors you can recognise.
@@ -32,7 +32,7 @@ slow:join()
 -- A thread can be cancelled; its blocking loom calls raise a cancellation
 -- error, which it may catch to clean up.
 local sleeper = loom.thread(function()
-  local ok3, e3 = pcall(loom.sleep, 60)
+  local _, e3 = pcall(loom.sleep, 60)
   return loom.is_cancelled(e3) and "cleaned up after cancel" or "not cancelled"
 end)
 sleeper:cancel()

@@ -58,7 +58,7 @@ local function open_resource(name)
 end
 
 pcall(function()
-  local a <close> = open_resource("a")
-  local b <close> = open_resource("b")
+  local _ <close> = open_resource("a")
+  local _ <close> = open_resource("b")
   error("fail after opening both")
 end)

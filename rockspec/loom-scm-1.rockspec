@@ -5,12 +5,19 @@ source = {
   url = "git+https://example.invalid/loom.git",
 }
 description = {
-  summary = "Real parallelism for Lua 5.4: threads, locks, queues, pools, async",
+  summary = "Native threads for Lua 5.4: locks, queues, a thread pool, async on libuv",
   detailed = [[
-loom runs Lua code on native threads, each with its own lua_State (no global
-lock), and gives it Python's concurrency toolkit: threads, locks and the other
-synchronisation primitives, queues and channels, a thread pool with futures,
-and an async event loop.]],
+loom runs Lua functions on native threads, each in its own lua_State, with
+no global lock: CPU-bound Lua code on two threads uses two cores. Values
+are copied between threads; loom's own objects cross by reference. Its API
+follows Python's threading, queue, concurrent.futures and asyncio:
+threads (loom.thread, loom.Thread); Lock, RLock, Condition, Semaphore,
+BoundedSemaphore, Event, Barrier and Timer; shared tables (loom.shared);
+Queue, LifoQueue, PriorityQueue and SimpleQueue with loom.select; a
+ThreadPoolExecutor with futures, loom.wait and loom.as_completed; and
+loom.async, an event loop on libuv with tasks, timers, gather, wait_for,
+task groups, async primitives and bridges to threads and pools.
+A C host can embed it (loom.h).]],
   license = "MIT",
 }
 dependencies = {
@@ -20,27 +27,23 @@ dependencies = {
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
 }
+-- The Makefile builds (target rock, into build-rock/) and installs (target
+-- rock-install, which removes build-rock/ again). Keep this section the same
+-- in every loom rockspec.
 build = {
-  type = "builtin",
-  modules = {
-    ["loom.core"] = {
-      sources = {
-        "csrc/core.c", "csrc/error.c", "csrc/foreign.c", "csrc/future.c", "csrc/heap.c", "csrc/object.c",
-        "csrc/loop.c", "csrc/loop_net.c", "csrc/pool.c", "csrc/queue.c",
-        "csrc/shared.c",
-        "csrc/stream.c", "csrc/sync.c", "csrc/thread.c", "csrc/transfer.c",
-        "csrc/wait.c",
-      },
-      defines = { "_POSIX_C_SOURCE=200809L" },
-      incdirs = { "csrc", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)" },
-      libraries = { "pthread", "uv" },
-    },
-    ["loom"] = "lua/loom/init.lua",
-    ["loom.sync"] = "lua/loom/sync.lua",
-    ["loom.pool"] = "lua/loom/pool.lua",
-    ["loom.async"] = "lua/loom/async.lua",
-    ["loom.async_sync"] = "lua/loom/async_sync.lua",
-    ["loom.async_net"] = "lua/loom/async_net.lua",
+  type = "make",
+  build_target = "rock",
+  build_variables = {
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    UV_CFLAGS = "-I$(LIBUV_INCDIR)",
+    UV_LIBS = "-L$(LIBUV_LIBDIR) -luv",
+    WERROR = "",
+  },
+  install_target = "rock-install",
+  install_variables = {
+    LIBDIR = "$(LIBDIR)",
+    LUADIR = "$(LUADIR)",
   },
 }

@@ -3,7 +3,6 @@
 -- moved between the two; plus the warning and panic functions a state
 -- made with lua_newstate needs.
 local helpers = require "helpers"
-local loom = require "loom"
 
 -- Thread bodies read globals: bound to the real ones, which cross by name.
 local function thread(fn) return helpers.spawn(helpers.globals(fn)) end
@@ -57,9 +56,9 @@ describe("thread state heap", function()
       collectgarbage()
       local base, peak = collectgarbage("count"), 0
       for _ = 1, 20 do
-        local junk = {}
+        local junk = {} -- luacheck: ignore 241 (garbage to collect)
         for i = 1, 20000 do junk[i] = { i, "v" .. i } end
-        junk = nil
+        junk = nil -- luacheck: ignore 311 (dropped before collecting)
         collectgarbage()
         peak = math.max(peak, collectgarbage("count"))
       end

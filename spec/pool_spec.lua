@@ -14,8 +14,8 @@ local helpers = require "helpers"
 -- the global table. Everything sent to a worker reads only locals bound
 -- here (they cross by name) or has its _ENV rebound to the real globals
 -- with helpers.globals (then globals are the worker's own globals).
-local math, string, table, select, type, pcall, error, tostring =
-      math, string, table, select, type, pcall, error, tostring
+local math, table, select, type, pcall, error, tostring =
+      math, table, select, type, pcall, error, tostring
 local setmetatable, rawequal, coroutine, ipairs, pairs, collectgarbage =
       setmetatable, rawequal, coroutine, ipairs, pairs, collectgarbage
 
@@ -48,8 +48,6 @@ end
 local function submit(p, fn, ...)
   return p:submit(check_env(fn), ...)
 end
-
-local function spawn(fn, ...) return helpers.spawn(check_env(fn), ...) end
 
 local function cleanup()
   for i, g in ipairs(gates) do g:set(); gates[i] = nil end
@@ -705,7 +703,7 @@ describe("ThreadPoolExecutor", function()
       local got = {}
       local t0 = loom.now()
       local ok, e = pcall(function()
-        for i, r in p:map(function(x)
+        for _, r in p:map(function(x)
           if x == 2 then gate:wait(10) end
           return x
         end, {1, 2, 3}, {timeout = 0.2, chunksize = 1}) do
@@ -783,7 +781,8 @@ describe("ThreadPoolExecutor", function()
         gate:wait(10)
         return x
       end
-      for i in p:map(check_env(fn), {1, 2, 3, 4, 5, 6}, {chunksize = 1, buffersize = 10}) do
+      -- leaving the loop after one item is the point
+      for i in p:map(check_env(fn), {1, 2, 3, 4, 5, 6}, {chunksize = 1, buffersize = 10}) do -- luacheck: ignore 512
         assert.are.equal(1, i)
         assert.are.equal(2, started:get(5)) -- item 2 runs, 3..6 wait
         break
@@ -1054,10 +1053,10 @@ describe("ThreadPoolExecutor", function()
       local me, t = f:result(5)
       assert.is_true(rawequal(f, me))
       assert.is_true(rawequal(f, t.me))
-      local g = submit(p, function(q) local me = q:get(5) error({me = me}) end, box)
+      local g = submit(p, function(q) local mine = q:get(5) error({me = mine}) end, box)
       box:put(g)
       assert.is_true(rawequal(g, err_of(g.result, g, 5).me))
-      f, g, me, t = nil, nil, nil, nil
+      f, g, me, t = nil, nil, nil, nil -- luacheck: ignore 311 (dropped before collecting)
       collectgarbage()
       collectgarbage()
     end)

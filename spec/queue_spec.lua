@@ -81,8 +81,8 @@ describe("queues", function()
       -- a box on its class metatable (first use in this state) too
       local msg = spawn(function(q)
         debug.getmetatable(q).__gc(q)
-        local ok, err = pcall(function() return q.maxsize end)
-        local ok2, err2 = pcall(function() return q:get() end)
+        local _, err = pcall(function() return q.maxsize end)
+        local _, err2 = pcall(function() return q:get() end)
         return tostring(err) .. " / " .. tostring(err2)
       end, loom.Queue()):result(10)
       assert.matches("index' %(object is closed%) / .-get' on bad self %(object is closed%)", msg)
@@ -536,7 +536,6 @@ describe("queues", function()
     it("wakes when another thread puts", function()
       local a, b, c = loom.Queue(), loom.Queue(), loom.PriorityQueue()
       local t = spawn(function(x, y, z)
-        local loom = require "loom"
         local got = {}
         for _ = 1, 3 do
           local q, v = loom.select({ x, y, z }, 10)
@@ -594,7 +593,6 @@ describe("queues", function()
         local consumers, producers = {}, {}
         for c = 1, 4 do
           consumers[c] = spawn(function(list, timeout)
-            local loom = require "loom"
             local n = 0
             while true do
               local q, why = loom.select(list, timeout)
@@ -638,7 +636,6 @@ describe("queues", function()
       local workers = {}
       for w = 1, 3 do
         workers[w] = spawn(function(x, y, out, use_select)
-          local loom = require "loom"
           local count, sum = 0, 0
           while true do
             local v

@@ -49,7 +49,7 @@ describe("review regressions", function()
     local s = loom.shared { a = 1 }
     s.me = s
     local it = pairs(s)
-    s = nil
+    s = nil -- luacheck: ignore 311 (dropped before collecting)
     collectgarbage(); collectgarbage()
     local n = 0
     for _ = 1, 2 do

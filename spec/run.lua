@@ -17,7 +17,7 @@ for line in p:lines() do
     passed, failed, seen = tonumber(s), tonumber(f) + tonumber(e), true
   end
 end
-local ok, how, code = p:close()
+local ok = p:close()
 if not seen then failed = failed + 1 end
 if not ok and failed == 0 then failed = 1 end
 print(string.format("%d passed, %d failed", passed, failed))

@@ -4,7 +4,7 @@ local helpers = require "helpers"
 
 -- Thread bodies read only locals (busted's _ENV is not the globals; see
 -- sync_spec.lua): the standard names they need are bound here.
-local pcall, error, tostring, type, debug = pcall, error, tostring, type, debug
+local pcall, error, tostring, type = pcall, error, tostring, type
 
 local check_env = helpers.check_env
 

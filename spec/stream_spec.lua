@@ -254,7 +254,8 @@ describe("streamed queue items", function()
     -- A table whose header went to the reader before a second reference
     -- to it shows up is named by a path (T_PATH) from a table the reader
     -- still holds; tables no path can reach are kept from the start.
-    it("are found again by any kind of place: string, sparse, long and deep keys, keys, metatables, upvalues", function()
+    it("are found again by any kind of place: string, sparse, long and deep keys, keys, metatables, " ..
+       "upvalues", function()
       local t = records(N)
       local sub = { v = "sub" }
       t[1] = { name = { sub = sub } }             -- int, string, string
@@ -270,8 +271,8 @@ describe("streamed queue items", function()
       t[6] = setmetatable({}, mt)
       local up = { v = "up" }
       t[7] = function() return up end             -- an upvalue
-      local deep, cur = {}, nil                    -- 20 levels: past MAX_HOPS
-      cur = deep
+      local deep = {}                              -- 20 levels: past MAX_HOPS
+      local cur = deep
       local levels = {}
       for i = 1, 20 do cur.next = { level = i }; cur = cur.next; levels[i] = cur end
       t[8] = deep
@@ -411,7 +412,7 @@ describe("streamed queue items", function()
       if c.header ~= S30 then return "header" end
       if #c ~= n then return "length " .. #c end
       for i = 1, n do
-        local want, got = nil, c[i]
+        local got, want = c[i]
         if i % 3 == 0 then want = bare(i) else want = mixed(i) end
         if type(want) ~= "table" then
           if not same(want, got) then return "[" .. i .. "] = " .. tostring(got) end
@@ -559,7 +560,7 @@ describe("streamed queue items", function()
         t[19701] = lock
         t[19800] = loom.shared({ answer = 42 })
         qq:put(t)
-        t, lock = nil, nil
+        t, lock = nil, nil -- luacheck: ignore 311 (dropped before collecting)
         collectgarbage()
         collectgarbage()
         return true
@@ -570,7 +571,7 @@ describe("streamed queue items", function()
       local consumer = spawn(function(qq)
         local c = qq:get(WAIT)
         local ev, inner, lock, sh = c[19500], c[19600], c[19700], c[19800]
-        c = nil
+        c = nil -- luacheck: ignore 311 (dropped before collecting)
         collectgarbage()
         ev:set()
         inner:put("inner")

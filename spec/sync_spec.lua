@@ -7,7 +7,7 @@ local helpers = require "helpers"
 -- the global table; a thread body (or Barrier action) reading a global
 -- would try to copy busted itself. Thread bodies here read only locals:
 -- the standard names they need are bound here and cross by name.
-local pcall, error, tostring, debug = pcall, error, tostring, debug
+local pcall, error, tostring = pcall, error, tostring
 
 local check_env = helpers.check_env
 
@@ -707,6 +707,44 @@ describe("loom.Timer", function()
     error_of(loom.Timer, -1, print)
     error_of(loom.Timer, 1, 42)
     error_of(loom.Timer(1, print).join, loom.Timer(1, print))
+  end)
+
+  it("shows only its documented members and protects its metatable", function()
+    local t = loom.Timer(0, function() end)
+    assert.are.equal("loom.Timer", getmetatable(t))
+    assert.matches("cannot change a protected metatable", tostring(error_of(setmetatable, t, {})))
+    assert.is_nil(next(t))
+    for _, k in ipairs { "interval", "fn", "args", "finished", "thread", "function" } do
+      assert.is_nil(t[k], k)
+    end
+    for _, k in ipairs { "start", "cancel", "join", "result", "is_alive" } do
+      assert.are.equal("function", type(t[k]), k)
+    end
+    assert.is_nil(t.name)
+    assert.is_false(t.daemon)
+    assert.matches("cannot set field 'thread' of a loom%.Timer", tostring(error_of(function() t.thread = 1 end)))
+    assert.matches("cannot set field 'finished' of a loom%.Timer",
+                   tostring(error_of(function() t.finished = loom.Event() end)))
+    assert.matches("^loom%.Timer%(0, initial%)$", tostring(t))
+  end)
+
+  it("gives its name and daemon flag to its thread; daemon is set before start only", function()
+    local t = loom.Timer(0, function()
+      local me = loom.current_thread()
+      return me.name, me.daemon
+    end)
+    t.name = "tick"
+    t.daemon = true
+    assert.are.equal("tick", t.name)
+    t:start()
+    assert.are.same({ "tick", true }, { t:result(10) })
+    assert.are.equal("tick", t.name)
+    assert.is_true(t.daemon)
+    assert.matches("cannot set daemon status of a started timer",
+                   tostring(error_of(function() t.daemon = false end)))
+    t.name = "renamed" -- as a Thread's, at any time
+    assert.are.equal("renamed", t.name)
+    assert.matches("^loom%.Timer%(0, stopped%)$", tostring(t))
   end)
 end)
 

@@ -162,12 +162,13 @@ describe("threads", function()
         local ok1, e1 = pcall(me.join, me)
         local ok2, e2 = pcall(me.join, me, 1)
         local ok3, e3 = pcall(me.result, me, 1)
-        return ok1, tostring(e1), ok2, ok3, tostring(e3)
+        return ok1, tostring(e1), ok2, tostring(e2), ok3, tostring(e3)
       end)
-      local ok1, e1, ok2, ok3, e3 = t:result(10)
+      local ok1, e1, ok2, e2, ok3, e3 = t:result(10)
       assert.is_false(ok1)
       assert.matches("current thread", e1, 1, true)
       assert.is_false(ok2)
+      assert.matches("current thread", e2, 1, true)
       assert.is_false(ok3)
       assert.matches("current thread", e3, 1, true)
     end)
@@ -269,7 +270,8 @@ describe("threads", function()
       local t2 = Thread{name = "E", target = function() error({co = coroutine.create(function() end)}) end}
       t2:start()
       e = err_of(t2.result, t2, 10)
-      assert.matches("^%(error object is a table value; cannot copy a coroutine at error%[1%]%.co%)\n%(in thread 'E'%) stack traceback:", e)
+      assert.matches("^%(error object is a table value; cannot copy a coroutine at error%[1%]%.co%)\n" ..
+                     "%(in thread 'E'%) stack traceback:", e)
       -- the traceback is appended once, not twice
       local _, n = e:gsub("stack traceback:", "")
       assert.are.equal(1, n)
@@ -929,9 +931,8 @@ print("MAIN END")
         end
         if i % 1000 == 0 then collectgarbage() end
       end
-      local t = loom.Thread{target = body, args = {0}}
       for _ = 1, n // 10 do
-        t = loom.Thread{target = body, args = {0}}
+        local t = loom.Thread{target = body, args = {0}}
         t:start()
         assert.is_true(t:join(10))
       end

@@ -14,8 +14,8 @@ local math, string, table, select, type, pcall, error, tostring =
       math, string, table, select, type, pcall, error, tostring
 local rawequal, getmetatable, setmetatable, pairs, next, require =
       rawequal, getmetatable, setmetatable, pairs, next, require
-local package, io, print, coroutine, rawlen, debug, os, load =
-      package, io, print, coroutine, rawlen, debug, os, load
+local package, io, print, coroutine, debug, os, load =
+      package, io, print, coroutine, debug, os, load
 local collectgarbage = collectgarbage
 
 local check_env = helpers.check_env
@@ -186,7 +186,7 @@ describe("transfer", function()
         grown,                                 -- array part, then hash keys
         shrunk,                                -- emptied end of the array part
         {1, nil, 3, nil, 5, x = "x"},          -- holes before the border
-        {[1] = 1, 2, 3, [4] = 4, k = {1, 2}},  -- both kinds of 1
+        {[1] = 1, 2, 3, [4] = 4, k = {1, 2}},  -- luacheck: ignore 314 (both kinds of 1)
         setmetatable({1, 2, n = 2}, {__index = {3}}),
         {nil, 2, 3, x = 1},                    -- first key is not 1
         setmetatable({}, {__index = {4}}),     -- empty, with a metatable
@@ -361,8 +361,8 @@ describe("transfer", function()
     end)
 
     it("a table nested 900 deep crosses intact", function()
-      local t, c = {}, nil
-      c = t
+      local t = {}
+      local c = t
       for _ = 1, 900 do c[1] = {}; c = c[1] end
       c.bottom = true
       local depth = run(function(x)
@@ -701,7 +701,7 @@ return M
         h:start()
         return h:result(10)
       end), target)
-      target = nil
+      target = nil -- luacheck: ignore 311 (dropped before collecting)
       collectgarbage()
       collectgarbage()
       assert.are.equal("done", t:result(10))

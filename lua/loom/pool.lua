@@ -1,6 +1,8 @@
 -- Lua side of the executor: pool:map, lazy and ordered, on top of the C
 -- pool's submit (csrc/pool.c). Items go to the workers in chunks; at most
 -- `buffersize` chunks are in flight, so an endless iterator is fine.
+local check = require "loom.argcheck"
+
 return function(loom, methods)
   -- Runs one chunk in a worker (so it uses only its arguments and the
   -- worker's globals, and is loaded there once). Returns the first results
@@ -27,31 +29,27 @@ return function(loom, methods)
     return first, multi, failed_at, err, tb, where
   end
 
+  -- A field of map's options (argument 4: pool, fn, items, opts).
   local function check_count(opts, field)
     local v = opts[field]
     if v == nil then return nil end
     if math.type(v) ~= "integer" or v < 1 then
-      error(("bad argument #3 to 'map' (field '%s' must be a positive integer)"):format(field), 3)
+      check.argerror(4, ("field '%s' must be a positive integer"):format(field), 2)
     end
     return v
   end
 
   --- pool:map(fn, items[, {timeout=, chunksize=, buffersize=}]) -> for i, ... in
   function methods.map(pool, fn, items, opts)
-    if type(fn) ~= "function" then
-      error("bad argument #1 to 'map' (function expected, got " .. type(fn) .. ")", 2)
-    end
+    check.object(pool, "loom.ThreadPoolExecutor", 1)
+    check.arg(fn, "function", 2)
     local ti = type(items)
-    if ti ~= "table" and ti ~= "function" then
-      error("bad argument #2 to 'map' (table or function expected, got " .. ti .. ")", 2)
-    end
-    if opts ~= nil and type(opts) ~= "table" then
-      error("bad argument #3 to 'map' (table expected, got " .. type(opts) .. ")", 2)
-    end
+    if ti ~= "table" and ti ~= "function" then check.typeerror(3, "table or function", items) end
+    if opts ~= nil then check.arg(opts, "table", 4) end
     opts = opts or {}
     local timeout = opts.timeout
-    if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
-      error("bad argument #3 to 'map' (field 'timeout' must be a non-negative number)", 2)
+    if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+      check.argerror(4, "field 'timeout' must be a non-negative number")
     end
     local chunksize = check_count(opts, "chunksize")
     local buffersize = check_count(opts, "buffersize") or 4 * pool.max_workers

@@ -1,6 +1,11 @@
 -- Lua side of loom.sync: installs helpers into the loom module table.
 --   loom.Timer(interval, fn, ...)   threading.Timer, on a loom.Thread that
 --                                   waits on a loom.Event for `interval`.
+-- A timer shows only its documented members (the methods, name, daemon);
+-- the rest lives in a table of its own, and its metatable is protected
+-- like those of the C classes.
+local check = require "loom.argcheck"
+
 return function(loom)
   -- Runs in the timer's own thread: everything it needs comes as
   -- arguments (fn and its arguments are copied there by the usual rules).
@@ -13,26 +18,59 @@ return function(loom)
     return table.unpack(results, 1, results.n)
   end
 
-  local Timer = {}
-  Timer.__index = Timer
-  Timer.__name = "loom.Timer"
+  local fields = setmetatable({}, { __mode = "k" }) -- timer -> its state
+  local methods = {}
+  local Timer = { __name = "loom.Timer", __metatable = "loom.Timer" }
+
+  -- The state of the timer t, the argument #1 of the function `level`
+  -- calls up (1: the caller); a bad self raises as in C.
+  local function state(t, level)
+    local s = fields[t]
+    if s == nil then check.typeerror(1, "loom.Timer", t, (level or 1) + 1) end
+    return s
+  end
+
+  function Timer.__index(t, k)
+    local s = state(t)
+    if k == "name" or k == "daemon" then
+      if s.thread ~= nil then return s.thread[k] end
+      return s[k]
+    end
+    return methods[k]
+  end
+
+  -- name: any time, as a Thread's; daemon: a boolean, before start() only.
+  function Timer.__newindex(t, k, v)
+    local s = state(t)
+    if k == "name" then
+      if type(v) ~= "string" and type(v) ~= "number" then check.typeerror(3, "string", v) end
+      if s.thread ~= nil then s.thread.name = v else s.name = tostring(v) end
+    elseif k == "daemon" then
+      check.arg(v, "boolean", 3)
+      if s.thread ~= nil then error("cannot set daemon status of a started timer", 2) end
+      s.daemon = v
+    else
+      error(("cannot set field '%s' of a loom.Timer"):format(tostring(k)), 2)
+    end
+  end
 
   function Timer.__tostring(t)
-    local state = t.thread == nil and "initial"
-      or (t.thread:is_alive() and "started" or "stopped")
-    return string.format("loom.Timer(%s, %s)", tostring(t.interval), state)
+    local s = fields[t]
+    local state_name = s.thread == nil and "initial"
+      or (s.thread:is_alive() and "started" or "stopped")
+    return string.format("loom.Timer(%s, %s)", tostring(s.interval), state_name)
   end
 
   --- loom.Timer(interval, fn, ...) -> a timer that calls fn(...) after
   --- `interval` seconds once started, unless cancelled first.
   function loom.Timer(interval, fn, ...)
-    if type(interval) ~= "number" or not (interval >= 0) then
-      error("bad argument #1 to 'Timer' (interval must be a non-negative number)", 2)
+    if type(interval) ~= "number" then check.typeerror(1, "number", interval) end
+    if interval ~= interval or interval < 0 then
+      check.argerror(1, "interval must be a non-negative number")
     end
-    if type(fn) ~= "function" then
-      error("bad argument #2 to 'Timer' (function expected, got " .. type(fn) .. ")", 2)
-    end
-    return setmetatable({
+    check.arg(fn, "function", 2)
+    local t = setmetatable({}, Timer)
+    fields[t] = {
       interval = interval,
       fn = fn,
       args = table.pack(...),
@@ -40,44 +78,50 @@ return function(loom)
       daemon = false,
       name = nil,
       thread = nil,
-    }, Timer)
+    }
+    return t
   end
 
   --- t:start() -> t ; starts the countdown (raises if started twice).
-  function Timer:start()
-    if self.thread ~= nil then error("timer was already started", 2) end
-    self.thread = loom.Thread {
+  function methods.start(t)
+    local s = state(t)
+    if s.thread ~= nil then error("timer was already started", 2) end
+    s.thread = loom.Thread {
       target = run,
-      args = { self.finished, self.interval, self.fn, self.args, n = 4 },
-      name = self.name,
-      daemon = self.daemon,
+      args = { s.finished, s.interval, s.fn, s.args, n = 4 },
+      name = s.name,
+      daemon = s.daemon,
     }
-    self.thread:start()
-    return self
+    s.thread:start()
+    return t
   end
 
   --- t:cancel() ; stops the timer if it is still waiting (no effect once
   --- fn has started).
-  function Timer:cancel()
-    self.finished:set()
+  function methods.cancel(t)
+    state(t).finished:set()
   end
 
-  local function started(self, what)
-    if self.thread == nil then error("cannot " .. what .. " a timer before it is started", 3) end
-    return self.thread
+  -- The thread of a started timer, for its caller (join or result).
+  local function started(t, timeout, what)
+    local s = state(t, 2)
+    check.timeout(timeout, 2, 2)
+    if s.thread == nil then error("cannot " .. what .. " a timer before it is started", 3) end
+    return s.thread
   end
 
   --- t:join([timeout]) -> true if the timer's thread finished
-  function Timer:join(timeout)
-    return started(self, "join"):join(timeout)
+  function methods.join(t, timeout)
+    return started(t, timeout, "join"):join(timeout)
   end
 
   --- t:result([timeout]) -> fn's results (nothing if cancelled); re-raises fn's error
-  function Timer:result(timeout)
-    return started(self, "get the result of"):result(timeout)
+  function methods.result(t, timeout)
+    return started(t, timeout, "get the result of"):result(timeout)
   end
 
-  function Timer:is_alive()
-    return self.thread ~= nil and self.thread:is_alive()
+  function methods.is_alive(t)
+    local s = state(t)
+    return s.thread ~= nil and s.thread:is_alive()
   end
 end
