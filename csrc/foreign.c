@@ -53,7 +53,7 @@ LOOM_API int loom_register_udata(const char *tname, const loom_udata_ops *ops) {
   } else if (i >= 0) {
     types[i].ops = *ops;
   } else if (ntypes < MAX_TYPES) {
-    strcpy(types[ntypes].name, tname);
+    memcpy(types[ntypes].name, tname, strlen(tname) + 1); /* length checked above */
     types[ntypes++].ops = *ops;
   } else {
     rc = -1;
@@ -91,7 +91,8 @@ loom_object *loom__foreign_export(lua_State *L, int idx) {
   int found;
   pthread_mutex_lock(&reg_mu);
   int i = ntypes > 0 ? find_type(lua_tostring(L, -1)) : -1;
-  if ((found = i >= 0)) t = types[i];
+  found = i >= 0;
+  if (found) t = types[i];
   pthread_mutex_unlock(&reg_mu);
   lua_pop(L, 1);
   if (!found) return NULL;

@@ -85,7 +85,7 @@ typedef struct fdwatch {
   int fd;
   int err;
   afut *rd, *wr;
-  char rd_ready, wr_ready;
+  int rd_ready, wr_ready;
   struct fdwatch *next;
 } fdwatch;
 
@@ -110,7 +110,7 @@ static int waitlist_add(waitlist *w, afut *t) {
   return 1;
 }
 
-static void waitlist_remove(waitlist *w, afut *t) {
+static void waitlist_remove(waitlist *w, const afut *t) {
   for (int i = 0; i < w->n; i++)
     if (w->v[i] == t) {
       w->v[i] = w->v[--w->n];

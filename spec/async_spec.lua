@@ -17,9 +17,9 @@ local helpers = require "helpers"
 -- thread read only these locals (they cross by name) or are rebound to
 -- the real globals with helpers.globals. Tasks run in this state and may
 -- use anything.
-local math, string, table, select, type, pcall, error, tostring =
+local _, _, table, select, type, pcall, error, tostring =
       math, string, table, select, type, pcall, error, tostring
-local ipairs, pairs, require, collectgarbage = ipairs, pairs, require, collectgarbage
+local ipairs, _, require, _ = ipairs, pairs, require, collectgarbage
 
 local check_env, globals = helpers.check_env, helpers.globals
 
@@ -636,7 +636,7 @@ describe("loom.async", function()
         local cleaned = false
         local t = async.spawn(function()
           started:set()
-          local ok, e = pcall(async.sleep, 10)
+          local _, e = pcall(async.sleep, 10)
           async.sleep(0.001)
           cleaned = true
           error(e, 0)
@@ -1301,7 +1301,7 @@ describe("loom.async", function()
       local obj = {}
       local r = pack(async.run(function()
         local ok, e = pcall(function()
-          local t <close> = async.timeout(0.01)
+          local _ <close> = async.timeout(0.01)
           local ok2 = pcall(async.sleep, 1)
           if not ok2 then error(obj) end
         end)
@@ -1328,7 +1328,7 @@ describe("loom.async", function()
       local r = pack(async.run(function()
         local t = async.spawn(function()
           local ok, e = pcall(function()
-            local cm <close> = async.timeout(0.001)
+            local _ <close> = async.timeout(0.001)
             async.sleep(10)
           end)
           return ok, loom.is_timeout(e), async.sleep(0.005, "goes on")
@@ -1362,9 +1362,9 @@ describe("loom.async", function()
       local r = pack(async.run(function()
         local t0 = loom.now()
         local ok, e = pcall(function()
-          local o <close> = async.timeout(0.05)
+          local _ <close> = async.timeout(0.05)
           pcall(function()
-            local i <close> = async.timeout(0.01)
+            local _ <close> = async.timeout(0.01)
             async.sleep(1)
           end)
           async.sleep(1) -- interrupted by the outer one
@@ -1406,7 +1406,7 @@ describe("loom.async", function()
           local o <close> = async.timeout(0.02)
           outer_cm = o
           local ok2, e2 = pcall(function()
-            local i <close> = async.timeout(0.01)
+            local _ <close> = async.timeout(0.01)
             async.sleep(0) -- both timeouts are armed
             loom.sleep(0.05) -- the loop is busy past both deadlines
             async.sleep(1)
@@ -1430,7 +1430,7 @@ describe("loom.async", function()
           cm = t
           loom.sleep(0.15) -- the loop is busy past the deadline
           local t0 = loom.now()
-          local ok2, e2 = pcall(async.sleep, 1) -- the deadline passed: interrupted at once
+          local _, e2 = pcall(async.sleep, 1) -- the deadline passed: interrupted at once
           took = loom.now() - t0
           error(e2, 0)
         end)
@@ -1445,7 +1445,7 @@ describe("loom.async", function()
         me:cancel()
         local caught = not pcall(async.sleep, 1)
         local ok, e = pcall(function()
-          local t <close> = async.timeout(0)
+          local _ <close> = async.timeout(0)
           async.sleep(1)
         end)
         return caught, ok, loom.is_timeout(e)
@@ -1564,11 +1564,11 @@ describe("loom.async", function()
           local g <close> = async.group()
           g:spawn(function() async.sleep(0.01) error("child failed", 0) end)
           sib = g:spawn(function()
-            local ok2, e2 = pcall(async.sleep, 10)
+            local _, e2 = pcall(async.sleep, 10)
             log[#log + 1] = "sibling " .. (loom.is_cancelled(e2) and "cancelled" or "slept")
             error(e2, 0)
           end)
-          local ok3, e3 = pcall(async.sleep, 10)
+          local _, e3 = pcall(async.sleep, 10)
           log[#log + 1] = "body " .. (loom.is_cancelled(e3) and "cancelled" or "slept")
           error(e3, 0)
         end)
@@ -1594,12 +1594,12 @@ describe("loom.async", function()
         local ok, e = pcall(async.group, function(g)
           g:spawn(function() async.sleep(0.01) error("child failed", 0) end)
           sib = g:spawn(function()
-            local ok2, e2 = pcall(async.sleep, 10)
+            local _, e2 = pcall(async.sleep, 10)
             async.sleep(0.01)
             log[#log + 1] = "sibling cleaned up"
             error(e2, 0)
           end)
-          local ok3, e3 = pcall(async.sleep, 10)
+          local _, e3 = pcall(async.sleep, 10)
           log[#log + 1] = "body " .. (loom.is_cancelled(e3) and "cancelled" or "slept")
           error(e3, 0)
         end)
@@ -1670,7 +1670,7 @@ describe("loom.async", function()
         local t1
         local ok, e = pcall(async.group, function(g)
           t1 = g:spawn(function()
-            local ok2, e2 = pcall(async.sleep, 1)
+            local _, e2 = pcall(async.sleep, 1)
             async.sleep(0.005)
             error(e2, 0)
           end)
@@ -1742,7 +1742,7 @@ describe("loom.async", function()
     it("the body caught its cancellation and raised another error: a group error with it (asyncio test_taskgroup_18)", function()
       local r = async.run(function()
         local runner = async.spawn(function()
-          local g <close> = async.group()
+          local _ <close> = async.group()
           local ok = pcall(async.sleep, 10)
           if not ok then error("raised instead", 0) end
         end)

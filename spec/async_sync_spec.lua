@@ -30,7 +30,7 @@ end
 local function run(fn, limit)
   return async.run(function()
     local main = async.spawn(fn)
-    local done, pending = async.wait({ main }, { timeout = limit or 10 })
+    local _, pending = async.wait({ main }, { timeout = limit or 10 })
     if #pending > 0 then
       main:cancel()
       error("spec timed out after " .. (limit or 10) .. " s", 0)
@@ -732,8 +732,7 @@ describe("loom.async primitives", function()
         local q = async.Queue()
         local out = { q:join() } -- nothing unfinished: at once
         for i = 1, 3 do q:put(i) end
-        local joined = false
-        local j = async.spawn(function() q:join() joined = true return "joined" end)
+        local j = async.spawn(function() q:join() return "joined" end)
         local worker = async.spawn(function()
           for _ = 1, 3 do
             q:get()

@@ -16,7 +16,7 @@ local loom = require "loom"
 local async = require "loom.async"
 local helpers = require "helpers"
 
-local io, os, pairs, ipairs, type, table, string, tostring, pcall, next =
+local io, _, pairs, ipairs, type, table, _, tostring, _, _ =
       io, os, pairs, ipairs, type, table, string, tostring, pcall, next
 local rawget, debug = rawget, debug
 

@@ -137,7 +137,10 @@ static int open_host(lua_State *L) {
 static void *point_export(lua_State *L, int idx, void *ud) {
   (void)ud;
   point *copy = (point *)malloc(sizeof *copy);
-  if (copy == NULL) luaL_error(L, "out of memory");
+  if (copy == NULL) {
+    luaL_error(L, "out of memory");
+    return NULL;
+  }
   *copy = *(point *)luaL_checkudata(L, idx, "host.Point");
   return copy;
 }

@@ -36,10 +36,6 @@ local function ensure(x, fname, argn)
     :format(argn, fname, type(x)), 3)
 end
 
-local function cancelled_error(msg)
-  return loom.error("cancelled", msg or "cancelled")
-end
-
 -- Outcome of a done future: true, values... | false, error
 local function outcome(f)
   return pcall(f.result, f)
@@ -417,7 +413,7 @@ function async.put(q, v, timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
     error("bad argument #3 to 'put' (timeout must be a non-negative number)", 2)
   end
-  local ok, why = q:put_nowait(v) -- raises when closed, for nil, ...
+  local ok = q:put_nowait(v) -- raises when closed, for nil, ...
   if ok then return true end
   if timeout ~= nil and timeout <= 0 then return nil, "timeout" end
   put_pool = put_pool or loom.ThreadPoolExecutor { thread_name_prefix = "async_put" }

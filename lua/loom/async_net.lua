@@ -61,7 +61,7 @@ return function(async, loom)
       return s, s
     end
     local ok, s = pcall(function()
-      local t <close> = async.timeout(opts.timeout)
+      local _ <close> = async.timeout(opts.timeout)
       return connect_any(host, port, opts)
     end)
     if not ok then
