@@ -510,19 +510,20 @@ static int op_until(lua_State *L, astream *s, int line) {
   if (s->err) return raise_stream_error(L, s);
   int found;
   size_t at = find(s, sep, seplen, &found);
+  /* asyncio's limits: the separator may start at `limit` at most */
   if (found) {
     size_t end = at + seplen;
-    if (end <= s->limit) {
+    if (at <= s->limit) {
       take(L, s, end);
       return 1;
     }
     if (line) consume(s, end);
-    return raise_overrun(L, end, "separator found, but the chunk is longer than the limit");
+    return raise_overrun(L, at, "separator is found, but the chunk is longer than the limit");
   }
-  if (s->len > s->limit) {
-    size_t n = s->len;
-    if (line) consume(s, n);
-    return raise_overrun(L, n, "separator not found, and the chunk is longer than the limit");
+  if (s->len + 1 > s->limit + seplen) { /* no room left for a separator that fits */
+    size_t offset = s->len + 1 - seplen;
+    if (line) consume(s, s->len);
+    return raise_overrun(L, offset, "separator is not found, and the chunk exceeds the limit");
   }
   if (s->eof) {
     if (line) {
@@ -576,6 +577,8 @@ static int stream_op(lua_State *L, int op) {
     case OP_DRAIN:
       if (s->err) return raise_stream_error(L, s);
       if (s->paused && !s->closed) return stream_wait(L, s, op, "drain");
+      /* asyncio: draining a connection that is gone raises */
+      if (s->closing) return loom__raise(L, "closed", "drain on a closed stream");
       return 0;
     case OP_CLOSED:
       if (!s->closed) {

@@ -14,20 +14,37 @@ return function(async, loom)
     return opts or {}
   end
 
-  local function check_number(v, name, fname, positive)
+  local function check_number(v, name, fname, argn, positive)
     if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or (positive and v == 0)) then
-      error(("bad argument to '%s' (%s must be a %s number)")
-        :format(fname, name, positive and "positive" or "non-negative"), 3)
+      error(("bad argument #%d to '%s' (%s must be a %s number)")
+        :format(argn, fname, name, positive and "positive" or "non-negative"), 3)
     end
   end
 
-  -- A numeric address needs no resolver.
+  local function check_port(port, fname, argn)
+    if math.type(port) ~= "integer" then
+      error(("bad argument #%d to '%s' (integer expected, got %s)")
+        :format(argn, fname, type(port)), 3)
+    end
+    if port < 0 or port > 65535 then
+      error(("bad argument #%d to '%s' (port must be 0 to 65535)"):format(argn, fname), 3)
+    end
+  end
+
+  local function check_family(family, fname, argn)
+    if family ~= nil and family ~= "inet" and family ~= "inet6" and family ~= "any" then
+      error(("bad argument #%d to '%s' (family must be 'inet', 'inet6' or 'any')")
+        :format(argn, fname), 3)
+    end
+  end
+
+  -- A numeric address needs no resolver (unless a family must be checked).
   local function numeric(host)
     return host:match("^%d+%.%d+%.%d+%.%d+$") or (host:find(":", 1, true) and host:match("^[%x:%.]+$"))
   end
 
   local function addresses(host, port, family)
-    if numeric(host) then
+    if numeric(host) and (family == nil or family == "any") then
       return { { address = host, port = port, family = host:find(":", 1, true) and "inet6" or "inet" } }
     end
     return getaddrinfo(host, port, family)
@@ -50,12 +67,11 @@ return function(async, loom)
     if type(host) ~= "string" then
       error("bad argument #1 to 'open_connection' (string expected, got " .. type(host) .. ")", 2)
     end
-    if math.type(port) ~= "integer" then
-      error("bad argument #2 to 'open_connection' (integer expected, got " .. type(port) .. ")", 2)
-    end
+    check_port(port, "open_connection", 2)
     opts = check_opts(opts, "open_connection", 3)
-    check_number(opts.timeout, "timeout", "open_connection")
-    check_number(opts.limit, "limit", "open_connection", true)
+    check_number(opts.timeout, "timeout", "open_connection", 3)
+    check_number(opts.limit, "limit", "open_connection", 3, true)
+    check_family(opts.family, "open_connection", 3)
     if opts.timeout == nil then
       local s = connect_any(host, port, opts)
       return s, s
@@ -83,11 +99,14 @@ return function(async, loom)
     if host ~= nil and type(host) ~= "string" then
       error("bad argument #2 to 'start_server' (string expected, got " .. type(host) .. ")", 2)
     end
-    if math.type(port) ~= "integer" then
-      error("bad argument #3 to 'start_server' (integer expected, got " .. type(port) .. ")", 2)
-    end
+    check_port(port, "start_server", 3)
     opts = check_opts(opts, "start_server", 4)
-    check_number(opts.limit, "limit", "start_server", true)
+    check_number(opts.limit, "limit", "start_server", 4, true)
+    check_family(opts.family, "start_server", 4)
+    local backlog = opts.backlog
+    if backlog ~= nil and (math.type(backlog) ~= "integer" or backlog < 1 or backlog > 65535) then
+      error("bad argument #4 to 'start_server' (backlog must be 1 to 65535)", 2)
+    end
     local list = addresses(host or "0.0.0.0", port, opts.family)
     local last
     for _, a in ipairs(list) do
