@@ -177,7 +177,7 @@ local function subjects()
   timer.name = "docs-timer"
   timer:start()
   timer:join()
-  class("Timer", "Timer", "timer", timer)
+  class("Timer", "Timer", "timer", timer, { "name", "daemon" })
   local lock = loom.Lock()
   local guard = lock:guard()
   class("Guard", "Guards", "guard", guard)

@@ -20,7 +20,7 @@ return function(loom)
 
   local fields = setmetatable({}, { __mode = "k" }) -- timer -> its state
   local methods = {}
-  local Timer = { __name = "loom.Timer", __metatable = "loom.Timer" }
+  local Timer = { __name = "loom.Timer", __metatable = "loom.Timer", __methods = methods }
 
   -- The state of the timer t, the argument #1 of the function `level`
   -- calls up (1: the caller); a bad self raises as in C.
