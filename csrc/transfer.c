@@ -1009,6 +1009,14 @@ static void encode_table(enc *e, int idx) {
   room_for_level(e);
   if (e->placing && open_place(e, e->next_id - 1)) pend_mark(e);
   int mt = lua_getmetatable(L, idx) ? lua_gettop(L) : 0;
+  if (mt) { /* a class that must not be copied says so (raw: no user code) */
+    lua_pushliteral(L, "__nocopy");
+    if (lua_rawget(L, mt) != LUA_TNIL) {
+      const char *why = lua_tostring(L, -1);
+      fail(e, "cannot copy %s", why != NULL ? why : "a table whose metatable has __nocopy");
+    }
+    lua_pop(L, 1);
+  }
   lua_pushnil(L);
   int key = lua_gettop(L);
   int have = lua_next(L, idx); /* the first key decides narr */

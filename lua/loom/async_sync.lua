@@ -12,6 +12,8 @@ return function(async, loom)
     c.__index = c
     c.__name = name
     c.__metatable = name
+    -- it belongs to one loop: loom's copier refuses it
+    c.__nocopy = name .. " (it belongs to the loop of one thread)"
     return c
   end
 
