@@ -1257,7 +1257,10 @@ static const luaL_Reg task_methods[] = {
   {NULL, NULL}
 };
 
-static void new_meta(lua_State *L, const char *name, const luaL_Reg *methods) {
+/* Makes the protected metatable `name` (methods as its __index; close
+** may be NULL), once per state. loop_net.c's classes are made the same way. */
+void loom__loop_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction gc, lua_CFunction close, lua_CFunction tostring) {
   if (!luaL_newmetatable(L, name)) {
     lua_pop(L, 1);
     return;
@@ -1265,9 +1268,13 @@ static void new_meta(lua_State *L, const char *name, const luaL_Reg *methods) {
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, fut_gc);
+  lua_pushcfunction(L, gc);
   lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, fut_tostring);
+  if (close != NULL) {
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pushcfunction(L, tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushstring(L, name);
   lua_setfield(L, -2, "__metatable");
@@ -1282,8 +1289,8 @@ static const luaL_Reg loop_funcs[] = {
 };
 
 void loom__open_loop(lua_State *L) {
-  new_meta(L, FUTURE_META, fut_methods);
-  new_meta(L, TASK_META, task_methods);
+  loom__loop_class(L, FUTURE_META, fut_methods, fut_gc, NULL, fut_tostring);
+  loom__loop_class(L, TASK_META, task_methods, fut_gc, NULL, fut_tostring);
   luaL_newlib(L, loop_funcs);
   loom__open_net(L);
   lua_setfield(L, -2, "_async"); /* loom.async (lua/loom/async.lua) wraps it */

@@ -98,6 +98,10 @@ int loom__loop_deliver_cancel(lua_State *L, afut *t);
 /* Pushes a new task running the function at idx with the n values after
 ** it. */
 afut *loom__loop_spawn(lua_State *L, aloop *l, int idx, int n, const char *name);
+/* Makes a protected metatable with methods, __gc, __close (unless NULL)
+** and __tostring. */
+void loom__loop_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction gc, lua_CFunction close, lua_CFunction tostring);
 /* Closes a handle of loop_net.c's at the end of a loop. */
 void loom__net_close_handle(uv_handle_t *h);
 void loom__net_free_loop(aloop *l);

@@ -1352,25 +1352,6 @@ static const luaL_Reg server_methods[] = {
   {NULL, NULL}
 };
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction gc, lua_CFunction close, lua_CFunction tostring) {
-  if (!luaL_newmetatable(L, name)) {
-    lua_pop(L, 1);
-    return;
-  }
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushstring(L, name);
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
-}
 
 static const luaL_Reg net_funcs[] = {
   {"_connect", l_connect}, {"_listen", l_listen}, {"getaddrinfo", l_getaddrinfo},
@@ -1379,7 +1360,7 @@ static const luaL_Reg net_funcs[] = {
 };
 
 void loom__open_net(lua_State *L) {
-  new_class(L, STREAM_META, stream_methods, stream_gc, st_close, st_tostring);
-  new_class(L, SERVER_META, server_methods, server_gc, sv_close, sv_tostring);
+  loom__loop_class(L, STREAM_META, stream_methods, stream_gc, st_close, st_tostring);
+  loom__loop_class(L, SERVER_META, server_methods, server_gc, sv_close, sv_tostring);
   luaL_setfuncs(L, net_funcs, 0);
 }
