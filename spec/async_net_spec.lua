@@ -25,31 +25,9 @@ local string, table, math, collectgarbage, tonumber = string, table, math, colle
 local LOCAL = "127.0.0.1"
 local HIGH, LOW = 65536, 16384 -- drain's water marks (asyncio's)
 
-local function pack(...) return { n = select("#", ...), ... } end
+local pack, err_of = helpers.pack, helpers.err_of
 
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
-
--- Inside a task: gives the other ready tasks n turns of the loop.
-local function turns(n)
-  for _ = 1, n or 5 do async.sleep(0) end
-end
-
--- async.run with a bound: a spec that would hang fails after `limit` s.
-local function run(fn, limit)
-  return async.run(function()
-    local main = async.spawn(fn)
-    local _, pending = async.wait({ main }, { timeout = limit or 10 })
-    if #pending > 0 then
-      main:cancel()
-      error("spec timed out after " .. (limit or 10) .. " s", 0)
-    end
-    return main:result()
-  end)
-end
+local turns, run = helpers.turns, helpers.run_bounded
 
 -- Awaits t, which must end cancelled.
 local function assert_cancelled(t)

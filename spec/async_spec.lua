@@ -23,13 +23,7 @@ local ipairs, _, require, _ = ipairs, pairs, require, collectgarbage
 
 local check_env, globals = helpers.check_env, helpers.globals
 
-local function pack(...) return { n = select("#", ...), ... } end
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local pack, err_of = helpers.pack, helpers.err_of
 
 -- Pools made here are shut down in after_each, after every gate opened.
 local pools, gates = {}, {}

@@ -10,18 +10,12 @@ local helpers = require "helpers"
 
 -- Functions defined here see busted's environment as _ENV: everything sent
 -- to another thread reads only the locals bound here (they cross by name).
-local select, pcall, error, tostring, rawequal, ipairs, coroutine, table =
-      select, pcall, error, tostring, rawequal, ipairs, coroutine, table
+local pcall, error, tostring, rawequal, ipairs, coroutine, table =
+      pcall, error, tostring, rawequal, ipairs, coroutine, table
 
 local check_env = helpers.check_env
 
-local function pack(...) return {n = select("#", ...), ...} end
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local pack, err_of = helpers.pack, helpers.err_of
 
 local pools, gates, made = {}, {}, {}
 local function Pool(opts)

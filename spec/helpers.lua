@@ -47,6 +47,36 @@ end
 -- thread. Specs bind the names they need as locals; check_env(fn) fails
 -- loudly when fn, or a function it reaches through upvalues, still reads
 -- a global.
+-- All the values a call returned, with their count: pack(f()).
+function helpers.pack(...) return { n = select("#", ...), ... } end
+
+-- The error f(...) raises; fails when it raises none.
+function helpers.err_of(f, ...)
+  local ok, e = pcall(f, ...)
+  assert(not ok, "expected an error")
+  return e
+end
+
+-- Inside a loom.async task: gives the other ready tasks n turns of the loop.
+function helpers.turns(n)
+  local async = require "loom.async"
+  for _ = 1, n or 5 do async.sleep(0) end
+end
+
+-- async.run with a bound: a spec that would hang fails after `limit` s.
+function helpers.run_bounded(fn, limit)
+  local async = require "loom.async"
+  return async.run(function()
+    local main = async.spawn(fn)
+    local _, pending = async.wait({ main }, { timeout = limit or 10 })
+    if #pending > 0 then
+      main:cancel()
+      error("spec timed out after " .. (limit or 10) .. " s", 0)
+    end
+    return main:result()
+  end)
+end
+
 local G = _G
 function helpers.check_env(fn, seen)
   seen = seen or {}

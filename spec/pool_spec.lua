@@ -22,13 +22,7 @@ local setmetatable, rawequal, coroutine, ipairs, pairs, collectgarbage =
 local check_env = helpers.check_env
 local globals = helpers.globals
 
-local function pack(...) return {n = select("#", ...), ...} end
-
-local function err_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local pack, err_of = helpers.pack, helpers.err_of
 
 -- Every pool made here is shut down in after_each (cancelling what is
 -- queued, interrupting what runs), after every gate was opened.
