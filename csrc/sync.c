@@ -1210,8 +1210,10 @@ static int barrier_wait(lua_State *L) {
     rc = loom__wait(&b->obj, &b->cv, &b->mu, NULL);
     if (rc == LOOM_CANCELLED) {
       /* a party that leaves breaks the barrier: not the cycle that is
-      ** ending (its parties passed), the one it was waiting to join */
-      b->break_next = 1;
+      ** ending (its parties passed), the one it was waiting to join, which
+      ** may have begun by now */
+      if (b->state == B_FILLING) barrier_break(b);
+      else if (b->state != B_BROKEN) b->break_next = 1;
       pthread_mutex_unlock(&b->mu);
       return loom__raise_cancelled(L);
     }
