@@ -563,13 +563,22 @@ static void name_entry(lua_State *L, int map, int value, const char *module,
   lua_rawset(L, map);
 }
 
+/* A string key usable as a name: names travel as C strings, so one with
+** a zero byte would arrive cut short (as another field, or nil). Values
+** found only under such a name are refused instead. */
+static int plain_name(lua_State *L, int idx) {
+  size_t len;
+  const char *k = lua_tolstring(L, idx, &len);
+  return strlen(k) == len;
+}
+
 static void index_module(lua_State *L, int map, const char *module, int mod) {
   if (lua_type(L, mod) != LUA_TTABLE) return;
   name_entry(L, map, mod, module, NULL);
   lua_pushnil(L);
   while (lua_next(L, mod)) {
     int t = lua_type(L, -1);
-    if (lua_type(L, -2) == LUA_TSTRING &&
+    if (lua_type(L, -2) == LUA_TSTRING && plain_name(L, -2) &&
         (lua_iscfunction(L, -1) || t == LUA_TUSERDATA))
       name_entry(L, map, lua_absindex(L, -1), module, lua_tostring(L, -2));
     lua_pop(L, 1);
@@ -588,7 +597,7 @@ static void build_names(lua_State *L) {
   lua_pop(L, 1);
   lua_pushnil(L);
   while (lua_next(L, loaded)) {
-    if (lua_type(L, -2) == LUA_TSTRING)
+    if (lua_type(L, -2) == LUA_TSTRING && plain_name(L, -2))
       index_module(L, map, lua_tostring(L, -2), lua_gettop(L));
     lua_pop(L, 1);
   }
@@ -902,6 +911,12 @@ static inline void maybe_publish(enc *e);
 ** hands it to the reader; the first cut creates the stream and offers it.
 ** Only whole values are cut, and never while a table header waits for its
 ** count (hold), so every byte published is final. */
+/* The objects encoded since index `from` (no arithmetic on a NULL array:
+** a state that never encoded an object has none). */
+static loom_object *const *new_objs(const scratch *s, int from) {
+  return s->objs != NULL ? s->objs + from : NULL;
+}
+
 static void publish(enc *e) {
   scratch *s = e->s;
   loom_stream *st = s->stream;
@@ -929,7 +944,7 @@ static void publish(enc *e) {
     }
     s->stream = st;
   } else if (!loom__stream_append(st, s->buf + e->pub, s->len - e->pub,
-                                  s->objs + e->pub_objs,
+                                  new_objs(s, e->pub_objs),
                                   s->nobjs - e->pub_objs)) {
     enc_oom(e);
   }
@@ -1280,7 +1295,7 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
     apply_marks(&e);
     if (s->len > e.pub &&
         !loom__stream_append(st, s->buf + e.pub, s->len - e.pub,
-                             s->objs + e.pub_objs, s->nobjs - e.pub_objs))
+                             new_objs(s, e.pub_objs), s->nobjs - e.pub_objs))
       enc_oom(&e); /* raises: the scratch's close aborts the stream */
     s->stream = NULL;
     loom__stream_finish(st);
@@ -1293,7 +1308,8 @@ static loom_msg *encode_values(lua_State *L, int first, int n,
     enc_oom(&e); /* raises */
     return NULL;
   }
-  memcpy(m->data, s->buf + sizeof(loom_msg), s->len - sizeof(loom_msg));
+  if (s->len > sizeof(loom_msg)) /* no buffer yet when nothing was encoded */
+    memcpy(m->data, s->buf + sizeof(loom_msg), s->len - sizeof(loom_msg));
   m->len = s->len - sizeof(loom_msg);
   m->count = n;
   m->nobjs = s->nobjs;
@@ -1630,6 +1646,9 @@ static void decode(dec *d) {
       loom_object *o;
       memcpy(&o, d->p, sizeof o);
       d->p += sizeof o;
+      /* a first box of its class in this state needs a few slots more
+      ** (the cache, the class's metatable) than decode reserved */
+      luaL_checkstack(L, 8, "too many values to copy");
       if (o->cls->push != NULL) o->cls->push(L, o);
       else loom__push_object(L, o);
       break;
