@@ -215,3 +215,71 @@ rock-install:
 
 clean:
 	rm -rf build build-asan build-tsan build-oom $(ROCK_BUILD) $(EMBED)
+
+# ---- the copier's fuzzer (fuzz/README.md) ----------------------------
+# `make fuzz` builds fuzz/fuzz_copy.c with clang's libFuzzer, ASan and
+# UBSan, and runs it for FUZZ_SECONDS on one core, growing
+# $(FUZZ_BUILD)/corpus from the seeds in fuzz/corpus; what it finds goes to
+# fuzz/crashes/. `make fuzz-replay` runs the corpus through the same target
+# built with $(CC) and the sanitizers, without libFuzzer (CI does this).
+# `make fuzz-merge` minimizes fuzz/corpus with what runs have added.
+# FUZZ_LUA_SRC=<Lua 5.4 source directory> builds Lua itself into the fuzz
+# target, with ASan and its API checks (LUA_USE_APICHECK) on.
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   ?= build/fuzz
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   ?=
+FUZZ_LUA_SRC ?=
+FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS   = -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g $(WARN) -pthread -DLOOM_SYSTEM_HEAP \
+                -Icsrc -I$(FUZZ_BUILD) $(UV_CFLAGS)
+FUZZ_ENV      = ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1} \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/fuzz/ubsan.supp
+ifeq ($(FUZZ_LUA_SRC),)
+FUZZ_LUA_INC  = -I$(LUA_INCDIR)
+FUZZ_LUA_OBJS =
+FUZZ_LUA_LIBS = $(LUA_LIBS)
+else
+FUZZ_LUA_INC  = -I$(FUZZ_LUA_SRC) -DLUA_USE_APICHECK
+FUZZ_LUA_OBJS = $(patsubst $(FUZZ_LUA_SRC)/%.c,$(FUZZ_BUILD)/lua/%.o,$(filter-out \
+                  %/lua.c %/luac.c %/onelua.c %/ltests.c,$(wildcard $(FUZZ_LUA_SRC)/*.c)))
+FUZZ_LUA_LIBS = -lm -ldl
+endif
+
+.PHONY: fuzz fuzz-replay fuzz-merge
+
+# The generator becomes a C array of its bytes, 0-terminated.
+FUZZ_EMBED = local s = io.read("a") io.write("static const unsigned char fuzz_copy_lua[] = {") for i = 1, \#s do io.write(s:byte(i), i % 24 == 0 and ",\n" or ",") end io.write("0};\n")
+
+$(FUZZ_BUILD)/fuzz_copy_lua.h: fuzz/fuzz_copy.lua
+	@mkdir -p $(dir $@)
+	$(LUA) -e '$(FUZZ_EMBED)' < $< > $@
+
+# Lua's own sources: ASan, no coverage (the fuzzer steers by loom's code).
+$(FUZZ_BUILD)/lua/%.o: $(FUZZ_LUA_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -O1 -g $(FUZZ_SAN) -DLUA_USE_LINUX -DLUA_USE_APICHECK -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_copy: fuzz/fuzz_copy.c $(FUZZ_BUILD)/fuzz_copy_lua.h $(SRCS) $(HDRS) $(FUZZ_LUA_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_LUA_INC) -fsanitize=fuzzer $(FUZZ_SAN) \
+	  -fsanitize-recover=pointer-overflow fuzz/fuzz_copy.c $(SRCS) \
+	  $(FUZZ_LUA_OBJS) -o $@ $(FUZZ_LUA_LIBS) $(UV_LIBS)
+
+fuzz: $(FUZZ_BUILD)/fuzz_copy
+	@mkdir -p $(FUZZ_BUILD)/corpus fuzz/crashes
+	$(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_copy -max_total_time=$(FUZZ_SECONDS) -max_len=1024 \
+	  -timeout=60 -rss_limit_mb=4096 -artifact_prefix=fuzz/crashes/ $(FUZZ_FLAGS) \
+	  $(FUZZ_BUILD)/corpus fuzz/corpus
+
+fuzz-merge: $(FUZZ_BUILD)/fuzz_copy
+	rm -rf $(FUZZ_BUILD)/merged && mkdir -p $(FUZZ_BUILD)/merged $(FUZZ_BUILD)/corpus
+	$(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_copy -merge=1 -max_len=1024 -timeout=60 -rss_limit_mb=4096 \
+	  $(FUZZ_BUILD)/merged fuzz/corpus $(FUZZ_BUILD)/corpus
+	rm -f fuzz/corpus/* && cp $(FUZZ_BUILD)/merged/* fuzz/corpus/
+
+$(FUZZ_BUILD)/replay: fuzz/replay.c fuzz/fuzz_copy.c $(FUZZ_BUILD)/fuzz_copy_lua.h $(SRCS) $(HDRS)
+	$(CC) $(FUZZ_CFLAGS) -I$(LUA_INCDIR) $(ASAN_FLAGS) fuzz/replay.c fuzz/fuzz_copy.c $(SRCS) \
+	  -o $@ $(LUA_LIBS) $(UV_LIBS)
+
+fuzz-replay: $(FUZZ_BUILD)/replay
+	$(FUZZ_ENV) $(FUZZ_BUILD)/replay fuzz/corpus/*
