@@ -484,6 +484,12 @@ static char *dup_cstr(const char *s) {
 /* Protected: keeps the error value (1) and traceback (2) of thread t (3)
 ** as its report and as a message in *(4). Describing the value may run its
 ** __tostring, which may itself fail: finish() then falls back to keep_text. */
+/* Protected: luaL_tolstring of the value at 1. */
+static int describe(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
 static int keep_error(lua_State *L) {
   loom_thread *t = (loom_thread *)lua_touserdata(L, 3);
   loom_msg **out = (loom_msg **)lua_touserdata(L, 4);
@@ -491,10 +497,16 @@ static int keep_error(lua_State *L) {
   /* a thread ended by its own cancellation did what it was asked: that is
   ** not an error to report, though result() still raises it */
   if (!loom__is_error(L, 1, "cancelled")) {
-    const char *text = luaL_tolstring(L, 1, NULL);
+    /* the report's text; a __tostring that raises must not cost the
+    ** value itself, which is still copied as it is */
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, describe);
+    lua_pushvalue(L, 1);
+    const char *text = lua_pcall(L, 1, 1, 0) == LUA_OK ? lua_tostring(L, -1) : NULL;
+    if (text == NULL) text = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     lua_pushfstring(L, "%s\n%s", text, lua_tostring(L, 2));
     t->report = dup_cstr(lua_tostring(L, -1));
-    lua_pop(L, 2);
+    lua_settop(L, top);
   }
   *out = loom__encode_owned(L, 1, 1, "error", &t->obj);
   return 0;

@@ -124,6 +124,7 @@ typedef struct scratch {
   ptrmap seen, upvals;
   uint32_t gen;
   int busy;
+  int gc_paused; /* this encode stopped the collector (see pause_gc) */
   loom_stream *stream; /* delivered while this encode writes it */
   /* recently written short strings (interned: same pointer, same string) */
   struct { const char *p; uint32_t gen, n; size_t tagpos; } strs[256];
@@ -267,7 +268,13 @@ static void release_scratch(scratch *s) {
 /* __close: an encode is over, normally or by an error unwinding it. */
 static int scratch_close(lua_State *L) {
   scratch *s = (scratch *)luaL_testudata(L, 1, SCRATCH_META);
-  if (s != NULL) release_scratch(s);
+  if (s != NULL) {
+    if (s->gc_paused) {
+      s->gc_paused = 0;
+      lua_gc(L, LUA_GCRESTART);
+    }
+    release_scratch(s);
+  }
   return 0;
 }
 
@@ -364,6 +371,22 @@ typedef struct enc {
 /* How the path of an error starts: "item", "results[2]", or for a call
 ** (function then arguments) "target" and "args[1]". */
 enum { PATH_PLAIN, PATH_NUMBERED, PATH_CALL };
+
+/* The encoder keeps raw pointers to what it has met (the tables in its
+** seen map, the key strings of a stream's places), which the values
+** being sent keep alive. Almost nothing it does creates a Lua object, so
+** the collector cannot run in the middle of it; the exceptions (building
+** the name map, a foreign type's exporter) stop the collector first, for
+** the rest of the encode: a finalizer run by a step there could remove
+** what was met, free it, and put a new object at its address. A
+** collector already stopped (inside a finalizer, or by the program) is
+** left alone. */
+static void pause_gc(lua_State *L, scratch *s) {
+  if (!s->gc_paused && lua_gc(L, LUA_GCISRUNNING)) {
+    lua_gc(L, LUA_GCSTOP);
+    s->gc_paused = 1;
+  }
+}
 
 static void enc_oom(enc *e) {
   luaL_error(e->L, "not enough memory to copy %s", e->what);
@@ -624,6 +647,7 @@ static void need_names(enc *e, int fresh) {
     }
     lua_pop(L, 1);
   }
+  pause_gc(L, e->s);
   build_names(L);
   lua_replace(L, e->names);
   e->names_loaded = 1;
@@ -1212,6 +1236,7 @@ static int encode_foreign(enc *e, int idx) {
     s->temps = n;
     s->tempcap = ncap;
   }
+  pause_gc(e->L, s); /* the exporter is the library's code */
   loom_object *o = loom__foreign_export(e->L, idx);
   if (o == NULL) return 0;
   s->temps[s->ntemps++] = o;
