@@ -6,14 +6,21 @@ local async = require "loom.async"
 describe("async.get / async.put on a loom.Queue", function()
   it("gets every item a thread puts, in order, while other tasks run", function()
     local q = loom.Queue(4)
-    local prod = loom.thread(function(queue)
+    local go = loom.Event() -- set by the ticker: the producer starts only
+                            -- once the loop ran it while get waited
+    local prod = loom.thread(function(queue, ev)
+      ev:wait(10)
       for i = 1, 2000 do queue:put(i) end
       queue:close()
-    end, q)
+    end, q, go)
     local got, ticks = async.run(function()
       local seen, stop, n = {}, false, 0
       local ticker = async.spawn(function()
-        while not stop do async.sleep(0) n = n + 1 end
+        while not stop do
+          n = n + 1
+          go:set()
+          async.sleep(0)
+        end
       end)
       while true do
         local v, why = async.get(q, 10)
