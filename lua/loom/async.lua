@@ -118,6 +118,15 @@ function async.wait_for(x, timeout)
   error(r[2], 0)
 end
 
+-- Raises, naming the caller's caller as `fname`, unless t is nil or a
+-- non-negative number (not NaN). Shared with loom/async_sync.lua.
+local function check_timeout(t, argn, fname)
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
+    error(("bad argument #%d to '%s' (timeout must be a non-negative number)")
+      :format(argn, fname), 3)
+  end
+end
+
 local function first_failed(list)
   for _, f in ipairs(list) do
     if f:done() and not f:cancelled() and f:exception() ~= nil then return true end
@@ -131,10 +140,7 @@ function async.wait(list, opts)
     error("bad argument #1 to 'wait' (table expected, got " .. type(list) .. ")", 2)
   end
   opts = opts or {}
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout ~= opts.timeout
-                              or opts.timeout < 0) then
-    error("bad argument #2 to 'wait' (timeout must be a non-negative number)", 2)
-  end
+  check_timeout(opts.timeout, 2, "wait")
   local when = opts.return_when or "ALL_COMPLETED"
   if when ~= "ALL_COMPLETED" and when ~= "FIRST_COMPLETED" and when ~= "FIRST_EXCEPTION" then
     error("bad argument #2 to 'wait' (invalid return_when '" .. tostring(when) .. "')", 2)
@@ -410,9 +416,7 @@ local put_pool
 --- async.put(q, v[, timeout]) -> true | nil, "timeout": q:put for a
 --- loom.Queue that suspends the task, not the loop's thread
 function async.put(q, v, timeout)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
-    error("bad argument #3 to 'put' (timeout must be a non-negative number)", 2)
-  end
+  check_timeout(timeout, 3, "put")
   local ok = q:put_nowait(v) -- raises when closed, for nil, ...
   if ok then return true end
   if timeout ~= nil and timeout <= 0 then return nil, "timeout" end
@@ -427,7 +431,7 @@ function async.put(q, v, timeout)
   return unpack(r, 2, r.n)
 end
 
-require("loom.async_sync")(async, loom)
+require("loom.async_sync")(async, loom, check_timeout)
 require("loom.async_net")(async, loom)
 
 return async

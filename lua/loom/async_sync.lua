@@ -3,7 +3,7 @@
 -- PriorityQueue), built on loop futures as asyncio builds them. They
 -- never block the loop and never cross threads. Installed into loom.async
 -- by loom/async.lua.
-return function(async, loom)
+return function(async, loom, check_timeout)
   local Future, await = async.Future, async.await
   local pcall, error, setmetatable = pcall, error, setmetatable
 
@@ -25,13 +25,6 @@ return function(async, loom)
       error(err, 0)
     end
     return true
-  end
-
-  local function check_timeout(t, argn, fname)
-    if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
-      error(("bad argument #%d to '%s' (timeout must be a non-negative number)")
-        :format(argn, fname), 3)
-    end
   end
 
   -- A FIFO of futures with cancelled ones skipped.
